@@ -1,0 +1,1 @@
+"""Algorithms that break a model: evasion (adversarial examples), later poisoning and privacy."""

@@ -1,0 +1,1 @@
+"""Audit plans, the runner, results and their cache, executors."""

@@ -1,0 +1,156 @@
+"""Audit plans: which checks to run, with which parameters, and the gates they must pass.
+
+A plan is TOML::
+
+    seed = 0                      # optional, default 0
+
+    [[checks]]
+    name = "robustness"           # a registered check (see `assay checks`)
+    id = "robustness-linf"        # optional; needed when one check appears twice
+    params = { norms = ["linf"], eps = [0.1, 0.3] }
+    gates = ["robust_accuracy@linf=0.3 >= 0.4"]
+
+A gate is ``METRIC OP NUMBER`` with OP one of >=, <=, >, <, and METRIC one of the
+metrics the check produces for its parameters. Everything is validated when the plan
+is loaded, before any check runs, and all problems are reported at once.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..checks import get_check
+from ..errors import AssayValueError
+
+OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+_GATE = re.compile(r"^\s*(?P<metric>[^\s<>]+)\s*(?P<op>>=|<=|>|<)\s*(?P<value>\S+)\s*$")
+PLAN_KEYS = ("seed", "checks")
+CHECK_KEYS = ("name", "id", "params", "gates")
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    op: str
+    threshold: float
+
+    @property
+    def expr(self) -> str:
+        return f"{self.metric} {self.op} {self.threshold:g}"
+
+    def passes(self, value: float | None) -> bool:
+        return value is not None and math.isfinite(value) and OPS[self.op](value, self.threshold)
+
+
+def parse_gate(text: str) -> Gate:
+    match = _GATE.match(text) if isinstance(text, str) else None
+    if not match:
+        raise AssayValueError(f"gate {text!r} must look like 'METRIC OP NUMBER' with OP one of "
+                              f"{list(OPS)}, e.g. 'accuracy >= 0.9'")
+    try:
+        threshold = float(match["value"])
+    except ValueError:
+        raise AssayValueError(f"gate {text!r}: {match['value']!r} is not a number") from None
+    if not math.isfinite(threshold):
+        raise AssayValueError(f"gate {text!r}: the threshold must be finite")
+    return Gate(match["metric"], match["op"], threshold)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    id: str
+    name: str
+    params: dict[str, Any]
+    gates: tuple[Gate, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    checks: tuple[CheckSpec, ...]
+    seed: int = 0
+    source: str = "<built-in>"
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a TOML plan file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AssayValueError(f"{path}: no such plan file.")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise AssayValueError(f"{path}: not valid TOML ({err}).") from err
+    return plan_from_dict(raw, source=str(path))
+
+
+def plan_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Plan:
+    """Validate a plan given as a dict (the parsed TOML); raise one error listing every problem."""
+    problems: list[str] = []
+    for key in raw:
+        if key not in PLAN_KEYS:
+            problems.append(f"unknown top-level key {key!r}; allowed: {list(PLAN_KEYS)}")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        problems.append(f"'seed' must be an int >= 0; got {seed!r}")
+    entries = raw.get("checks")
+    if not isinstance(entries, list) or not entries:
+        problems.append("'checks' must be a non-empty array of tables ([[checks]] entries)")
+        entries = []
+    specs, seen = [], set()
+    for index, entry in enumerate(entries):
+        where = f"checks[{index}]"
+        try:
+            spec = _check_spec(entry, where)
+        except AssayValueError as err:
+            problems.append(str(err))
+            continue
+        if spec.id in seen:
+            problems.append(f"{where}: id {spec.id!r} is used twice; give each entry a distinct "
+                            "'id'")
+        seen.add(spec.id)
+        specs.append(spec)
+    if problems:
+        raise AssayValueError(f"{source}: invalid plan: " + "; ".join(problems))
+    return Plan(tuple(specs), seed=seed, source=source, raw=raw)
+
+
+def _check_spec(entry: Any, where: str) -> CheckSpec:
+    if not isinstance(entry, dict):
+        raise AssayValueError(f"{where} must be a table")
+    unknown = [key for key in entry if key not in CHECK_KEYS]
+    if unknown:
+        raise AssayValueError(f"{where}: unknown key(s) {unknown}; allowed: {list(CHECK_KEYS)}")
+    name = entry.get("name")
+    if not isinstance(name, str):
+        raise AssayValueError(f"{where}: 'name' is required and must be a string")
+    check = get_check(name)  # raises for an unknown check, listing the known ones
+    params = entry.get("params", {})
+    if not isinstance(params, dict):
+        raise AssayValueError(f"{where}: 'params' must be a table")
+    resolved = check.resolve_params(params, where=f"{where}: ")
+    gates_raw = entry.get("gates", [])
+    if not isinstance(gates_raw, list):
+        raise AssayValueError(f"{where}: 'gates' must be a list of strings")
+    gates = []
+    metrics = check.metric_names(resolved)
+    for text in gates_raw:
+        try:
+            gate = parse_gate(text)
+        except AssayValueError as err:
+            raise AssayValueError(f"{where}: {err}") from None
+        if gate.metric not in metrics:
+            raise AssayValueError(f"{where}: gate {text!r} names unknown metric "
+                                  f"{gate.metric!r}; check {name!r} with these params "
+                                  f"produces {metrics}")
+        gates.append(gate)
+    check_id = entry.get("id", name)
+    if not isinstance(check_id, str) or not check_id:
+        raise AssayValueError(f"{where}: 'id' must be a non-empty string")
+    return CheckSpec(check_id, name, resolved, tuple(gates))

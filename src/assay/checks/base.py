@@ -1,0 +1,185 @@
+"""What a check is, and the registry that lets the runner find checks by name.
+
+A check answers one question about the model (is it accurate? robust?). It declares its
+parameters (type, default, allowed values), the metric names it will produce for given
+parameters (so a plan's gates are validated before anything runs), and ``run`` returns
+metrics, findings and plot data: plain values, never rendered output.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from ..core.data import Dataset
+from ..core.model import ModelWrapper
+from ..errors import AssayValueError
+
+Level = Literal["info", "warn"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a check.
+
+    ``kind`` names the accepted type: "int", "float", "bool", "str", "list[float]",
+    "list[str]" or "float-list-or-table" (a list of numbers, or a table of such lists
+    keyed by ``allowed`` values). ``allowed`` restricts str values and list items.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    allowed: tuple[Any, ...] | None = None
+    low: float | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An observation a check makes; a "warn" finding turns the check's status to warn."""
+
+    level: Level
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plot:
+    """Data for one plot; the report draws it. ``kind`` is "line" or "bar".
+
+    ``series`` maps a legend label to y values aligned with ``x``.
+    """
+
+    title: str
+    x_label: str
+    y_label: str
+    x: list[float] | list[str]
+    series: dict[str, list[float]]
+    kind: Literal["line", "bar"] = "line"
+
+
+@dataclass
+class CheckOutput:
+    metrics: dict[str, float]
+    findings: list[Finding] = field(default_factory=list)
+    plots: list[Plot] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a check runs on: the wrapped model, the evaluation split, an optional
+    training split, and the audit's seed. ``progress`` enables progress bars."""
+
+    model: ModelWrapper
+    data: Dataset
+    seed: int = 0
+    train_data: Dataset | None = None
+    progress: bool = True
+
+
+class Check(ABC):
+    """Subclass, set ``name``, ``pillar``, ``summary`` and ``params``, implement
+    ``metric_names`` and ``run``, and decorate with :func:`register`."""
+
+    name: ClassVar[str]
+    pillar: ClassVar[str]
+    summary: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
+
+    @abstractmethod
+    def metric_names(self, params: dict[str, Any]) -> list[str]:
+        """The metrics ``run`` will return for these (validated) parameters."""
+
+    @abstractmethod
+    def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
+        """Compute the metrics. ``params`` is complete and validated."""
+
+    def resolve_params(self, given: dict[str, Any], *, where: str = "") -> dict[str, Any]:
+        """Fill defaults and validate ``given``; raise one error listing every problem."""
+        declared = {p.name: p for p in self.params}
+        problems = [f"unknown parameter {key!r}; known: {sorted(declared)}"
+                    for key in given if key not in declared]
+        resolved: dict[str, Any] = {}
+        for param in self.params:
+            value = given.get(param.name, param.default)
+            problem = _validate(param, value)
+            if problem:
+                problems.append(problem)
+            resolved[param.name] = _normalise(param, value)
+        if problems:
+            prefix = f"{where}check {self.name!r}: "
+            raise AssayValueError(prefix + "; ".join(problems))
+        return resolved
+
+
+def _validate(param: Param, value: Any) -> str | None:
+    def is_number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    expected = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": is_number,
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "list[float]": lambda v: isinstance(v, list) and bool(v) and all(map(is_number, v)),
+        "list[str]": lambda v: isinstance(v, list) and bool(v) and all(isinstance(i, str) for i in v),
+        "float-list-or-table": lambda v: (isinstance(v, list) and bool(v) and all(map(is_number, v)))
+        or (isinstance(v, dict) and bool(v) and all(isinstance(i, list) and i and all(map(is_number, i))
+                                                    for i in v.values())),
+    }[param.kind]
+    if value is None and param.default is None:
+        return None
+    allowed_text = f" ({param.doc})" if param.doc else ""
+    if not expected(value):
+        return (f"the {param.name!r} parameter must be {param.kind}{allowed_text}; "
+                f"got {value!r}")
+    items = value if isinstance(value, list) else list(value) if isinstance(value, dict) else [value]
+    if param.allowed is not None and param.kind in ("str", "list[str]", "float-list-or-table"):
+        keys = items if param.kind != "float-list-or-table" or isinstance(value, dict) else []
+        bad = [i for i in keys if i not in param.allowed]
+        if bad:
+            return (f"the {param.name!r} parameter must be one of {list(param.allowed)}; "
+                    f"got {bad[0]!r}")
+    if param.low is not None:
+        numbers = [v for v in (value if isinstance(value, list) else
+                               sum(value.values(), []) if isinstance(value, dict) else [value])
+                   if is_number(v)]
+        if any(v < param.low for v in numbers):
+            return f"the {param.name!r} parameter must be >= {param.low}; got {value!r}"
+    return None
+
+
+def _normalise(param: Param, value: Any) -> Any:
+    if param.kind == "float" and value is not None:
+        return float(value)
+    if param.kind == "list[float]":
+        return [float(v) for v in value]
+    if param.kind == "float-list-or-table" and isinstance(value, list):
+        return [float(v) for v in value]
+    if param.kind == "float-list-or-table" and isinstance(value, dict):
+        return {k: [float(v) for v in vs] for k, vs in value.items()}
+    return value
+
+
+REGISTRY: dict[str, type[Check]] = {}
+
+
+def register(cls: type[Check]) -> type[Check]:
+    """Class decorator: make the check available to plans by its ``name``."""
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise AssayValueError(f"A check named {cls.name!r} is already registered.")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_check(name: str) -> Check:
+    from . import load_builtin_checks
+
+    load_builtin_checks()
+    if name not in REGISTRY:
+        raise AssayValueError(f"Unknown check {name!r}; registered checks: {sorted(REGISTRY)}.")
+    return REGISTRY[name]()

@@ -1,0 +1,1 @@
+"""Model wrapper and safe loading, data sets and loaders, the training loop, the zoo."""

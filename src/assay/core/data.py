@@ -1,0 +1,168 @@
+"""In-memory data sets with named splits, validation, and the CLI's data spec.
+
+A ``Dataset`` is one split: inputs ``x`` (float32, ``[N, C, H, W]`` images in their
+natural range or ``[N, D]`` tabular rows), labels ``y`` (int64, ``[N]``), and optional
+sensitive attributes ``group`` (int64, ``[N]``). ``load_data(spec)`` reads a spec
+``NAME[:SPLIT][:N]`` (``mnist:test:1000``) or a path to an ``.npz`` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import AssayValueError
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """One split of a data set, held in memory as tensors.
+
+    Parameters
+    ----------
+    x : Tensor [N, ...], float32
+    y : Tensor [N], int64, values in ``0 .. num_classes - 1``
+    name : str
+        e.g. ``"mnist"``; ``split`` e.g. ``"test"``.
+    classes : tuple of str
+        Class names; its length is the class count.
+    group : Tensor [N] int64 or None
+        Sensitive attribute (for fairness and privacy checks).
+    """
+
+    x: Tensor
+    y: Tensor
+    name: str
+    split: str
+    classes: tuple[str, ...]
+    group: Tensor | None = None
+    source: str = ""
+    _sha256: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        validate_arrays(self.x, self.y, self.group, len(self.classes), where=self.label)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.split}"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, n: int | None) -> Dataset:
+        """The first ``n`` samples (all when ``n`` is None or larger than the split)."""
+        if n is None or n >= len(self):
+            return self
+        return Dataset(self.x[:n], self.y[:n], self.name, self.split, self.classes,
+                       None if self.group is None else self.group[:n], self.source)
+
+    def sha256(self) -> str:
+        """Content hash of x, y and group (cached)."""
+        if not self._sha256:
+            digest = hashlib.sha256()
+            for tensor in (self.x, self.y, self.group):
+                if tensor is not None:
+                    digest.update(str(tuple(tensor.shape)).encode())
+                    digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._sha256.append(digest.hexdigest())
+        return self._sha256[0]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "split": self.split, "n": len(self),
+                "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "classes": list(self.classes), "has_group": self.group is not None,
+                "source": self.source, "sha256": self.sha256()}
+
+
+def validate_arrays(x: Tensor, y: Tensor, group: Tensor | None, num_classes: int,
+                    *, where: str) -> None:
+    """Raise ``AssayValueError`` naming ``where`` and the fix when the arrays are unusable."""
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise AssayValueError(f"{where}: x and y must be torch tensors.")
+    if not x.is_floating_point():
+        raise AssayValueError(f"{where}: x must be floating point (got {x.dtype}); scale "
+                              "integer pixels to [0, 1] first.")
+    if x.ndim < 2:
+        raise AssayValueError(f"{where}: x must have shape [N, ...features]; got "
+                              f"{tuple(x.shape)}.")
+    if y.ndim != 1 or y.dtype != torch.int64:
+        raise AssayValueError(f"{where}: y must be a 1-D int64 tensor of labels; got dtype "
+                              f"{y.dtype} and shape {tuple(y.shape)}.")
+    if len(x) != len(y):
+        raise AssayValueError(f"{where}: x has {len(x)} samples but y has {len(y)}.")
+    if len(y) == 0:
+        raise AssayValueError(f"{where}: the data set is empty.")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
+        raise AssayValueError(f"{where}: x contains NaN or infinite values in {bad} samples. "
+                              "Fix: clean or drop those samples.")
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        raise AssayValueError(f"{where}: labels must lie in 0..{num_classes - 1} "
+                              f"({num_classes} classes); found labels from {low} to {high}.")
+    if group is not None and (group.shape != y.shape or group.dtype != torch.int64):
+        raise AssayValueError(f"{where}: group must be an int64 tensor shaped like y; got "
+                              f"dtype {group.dtype} and shape {tuple(group.shape)}.")
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The data directory: ``explicit``, else ``$ASSAY_DATA_DIR``, else None."""
+    chosen = explicit if explicit is not None else os.environ.get("ASSAY_DATA_DIR")
+    return Path(chosen).expanduser() if chosen else None
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, int | None]:
+    """Split ``NAME[:SPLIT][:N]`` into its parts; validation of each part is the loader's."""
+    parts = spec.split(":")
+    if not parts[0] or len(parts) > 3:
+        raise AssayValueError(f"Data spec {spec!r} must look like NAME[:SPLIT][:N], e.g. "
+                              "'mnist:test:1000', or be a path to an .npz file.")
+    name = parts[0]
+    split = parts[1] if len(parts) > 1 and parts[1] else None
+    n = None
+    if len(parts) == 3:
+        if not parts[2].isdigit() or int(parts[2]) == 0:
+            raise AssayValueError(f"Data spec {spec!r}: N must be a positive integer; got "
+                                  f"{parts[2]!r}.")
+        n = int(parts[2])
+    return name, split, n
+
+
+def load_data(spec: str, *, data_root: str | os.PathLike | None = None,
+              default_split: str = "test") -> Dataset:
+    """Load the data described by ``spec``.
+
+    ``spec`` is ``NAME[:SPLIT][:N]`` with NAME one of :data:`assay.core.loaders.LOADERS`
+    (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``), SPLIT ``train`` or ``test``
+    (default ``test``) and N the number of leading samples to keep; or a path to an
+    ``.npz`` file (optionally followed by ``:N``). Real data sets are read from
+    ``data_root`` or ``$ASSAY_DATA_DIR``, laid out as ``mnist/t10k-images-idx3-ubyte.gz``.
+    """
+    from . import loaders  # local import: the loaders pull in PIL and sklearn
+
+    if ".npz" in spec:
+        path, _, tail = spec.rpartition(".npz")
+        n = parse_spec("npz::" + tail[1:])[2] if tail.startswith(":") else None
+        if tail and not tail.startswith(":"):
+            raise AssayValueError(f"Data spec {spec!r}: an .npz path may be followed only "
+                                  "by ':N'.")
+        return loaders.load_npz(path + ".npz").subset(n)
+    if os.path.sep in spec:
+        raise AssayValueError(f"Data spec {spec!r} looks like a path, but only .npz files "
+                              "are read (arrays x, y and optional group).")
+    name, split, n = parse_spec(spec)
+    split = split or default_split
+    return loaders.load_named(name, split, data_dir(data_root)).subset(n)

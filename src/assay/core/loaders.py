@@ -1,0 +1,298 @@
+"""Built-in data set loaders. Every file read here is treated as untrusted.
+
+| name          | files under the data directory                                        |
+|---------------|-----------------------------------------------------------------------|
+| digits        | none: scikit-learn's bundled 8x8 digits (1,797 images), 75/25 split    |
+| mnist         | ``mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``              |
+| fashion-mnist | ``fashion-mnist/`` with the same file names                           |
+| cifar10       | ``cifar10/CIFAR-10-images-jpg.tar.gz`` or its extracted JPEG tree     |
+|               | ``cifar10/CIFAR-10-images/{train,test}/<class>/*.jpg``, or the python |
+|               | batches ``cifar10/cifar-10-batches-py/{data_batch_1..5,test_batch}``  |
+
+MNIST and Fashion-MNIST can be downloaded into the data directory with
+:func:`download_idx` where the machine has internet access.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import re
+import shutil
+import tarfile
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import Dataset
+from ..errors import AssayValueError
+
+DIGIT_CLASSES = tuple(str(i) for i in range(10))
+FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+SPLITS = ("train", "test")
+
+# Where download_idx fetches from; a user may point it at a mirror.
+IDX_URLS = {
+    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "fashion-mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+}
+IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def load_digits(split: str, root: Path | None = None) -> Dataset:
+    """scikit-learn's 8x8 digits scaled to [0, 1], shape [N, 1, 8, 8]; a fixed 75/25 split."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    cut = int(round(0.75 * len(y)))
+    index = order[:cut] if split == "train" else order[cut:]
+    return Dataset(x[index].contiguous(), y[index].contiguous(), "digits", split, DIGIT_CLASSES,
+                   source="sklearn.datasets.load_digits")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip or plain) into an array, checking its header against its size."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as err:
+        raise AssayValueError(f"{path}: cannot read the IDX file ({err}).") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise AssayValueError(f"{path}: not an unsigned-byte IDX file (bad magic number).")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) != header + int(np.prod(shape)):
+        raise AssayValueError(f"{path}: the IDX header announces shape {shape} but the file "
+                              f"holds {len(raw) - header} bytes of data.")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _idx_loader(name: str, classes: tuple[str, ...]) -> Callable[[str, Path | None], Dataset]:
+    def load(split: str, root: Path | None) -> Dataset:
+        folder = _require_root(name, root) / name
+        image_file, label_file = (folder / f for f in IDX_FILES[split])
+        for path in (image_file, label_file):
+            if not path.is_file():
+                raise AssayValueError(
+                    f"{path} is missing. Fix: put the {name} IDX files there, or call "
+                    f"assay.core.loaders.download_idx('{name}', root) where internet is available.")
+        images, labels = read_idx(image_file), read_idx(label_file)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise AssayValueError(f"{folder}: images {images.shape} and labels {labels.shape} "
+                                  "do not form a data set.")
+        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+        y = torch.from_numpy(labels.astype(np.int64))
+        return Dataset(x, y, name, split, classes, source=str(folder))
+    return load
+
+
+def download_idx(name: str, root: Path, *, base_url: str | None = None) -> Path:
+    """Download the four IDX files of ``mnist`` or ``fashion-mnist`` into ``root/name``."""
+    if name not in IDX_URLS:
+        raise AssayValueError(f"The 'name' parameter of download_idx must be one of "
+                              f"{set(IDX_URLS)}. Got {name!r} instead.")
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    base = base_url or IDX_URLS[name]
+    for filename in IDX_FILES["train"] + IDX_FILES["test"]:
+        target = folder / filename
+        if target.is_file():
+            continue
+        partial = target.with_suffix(".part")
+        try:
+            with urllib.request.urlopen(base + filename, timeout=60) as response, \
+                    open(partial, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except OSError as err:
+            raise AssayValueError(f"Downloading {base + filename} failed ({err}). Fix: download "
+                                  f"the file by hand into {folder}.") from err
+        read_idx(partial.rename(target))  # refuse a corrupt download early
+    return folder
+
+
+def load_cifar10(split: str, root: Path | None) -> Dataset:
+    """CIFAR-10 from the python batches, the JPEG tree, or the JPEG tar.gz, in that order."""
+    folder = _require_root("cifar10", root) / "cifar10"
+    batches = folder / "cifar-10-batches-py"
+    if batches.is_dir():
+        x, y = _cifar_batches(batches, split)
+    elif (folder / "CIFAR-10-images" / split).is_dir():
+        x, y = _cifar_jpeg_tree(folder / "CIFAR-10-images" / split)
+    elif (folder / "CIFAR-10-images-jpg.tar.gz").is_file():
+        x, y = _cifar_jpeg_tar(folder / "CIFAR-10-images-jpg.tar.gz", split)
+    else:
+        raise AssayValueError(f"{folder}: found neither cifar-10-batches-py/, CIFAR-10-images/ "
+                              "nor CIFAR-10-images-jpg.tar.gz. Fix: put one of them there.")
+    return Dataset(x, y, "cifar10", split, CIFAR10_CLASSES, source=str(folder))
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, bytes and numpy arrays, and nothing else."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays are "
+                                     "allowed in a CIFAR batch file")
+
+
+def _cifar_batches(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = [], []
+    for name in names:
+        path = folder / name
+        try:
+            with open(path, "rb") as handle:
+                batch = _ArraysOnlyUnpickler(handle, encoding="bytes").load()
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            label = np.asarray(batch[b"labels"], dtype=np.int64)
+        except (OSError, pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as err:
+            raise AssayValueError(f"{path}: not a valid CIFAR-10 python batch ({err}).") from err
+        images.append(data)
+        labels.append(label)
+    x = torch.from_numpy(np.concatenate(images).astype(np.float32) / 255.0)
+    return x, torch.from_numpy(np.concatenate(labels))
+
+
+_JPEG_NAME = re.compile(r"(?:^|/)(train|test)/([^/]+)/(\d+)\.jpg$")
+
+
+def _interleave(entries: list[tuple[str, str, int, object]]) -> list[tuple[str, int, object]]:
+    """Order (class, file number) pairs round-robin over classes, so the first N mix classes."""
+    keyed = []
+    for class_name, _, number, handle in entries:
+        if class_name not in CIFAR10_CLASSES:
+            raise AssayValueError(f"CIFAR-10 JPEG tree: unknown class folder {class_name!r}.")
+        keyed.append((number, CIFAR10_CLASSES.index(class_name), handle))
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [(label, number, handle) for number, label, handle in keyed]
+
+
+def _decode_jpegs(blobs: list[bytes]) -> torch.Tensor:
+    from PIL import Image
+
+    out = np.empty((len(blobs), 32, 32, 3), dtype=np.uint8)
+    for index, blob in enumerate(blobs):
+        with Image.open(io.BytesIO(blob)) as image:
+            if image.size != (32, 32):
+                raise AssayValueError(f"CIFAR-10 JPEG #{index} is {image.size}, expected 32x32.")
+            out[index] = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+
+def _cifar_jpeg_tree(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    entries = [(p.parent.name, "", int(p.stem), p) for p in folder.glob("*/*.jpg")
+               if p.stem.isdigit()]
+    ordered = _interleave(entries)
+    x = _decode_jpegs([path.read_bytes() for _, _, path in ordered])
+    return x, torch.tensor([label for label, _, _ in ordered], dtype=torch.int64)
+
+
+def _cifar_jpeg_tar(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    blobs: dict[str, bytes] = {}
+    entries = []
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            for member in archive:  # read members in place; never extract to disk
+                match = _JPEG_NAME.search(member.name)
+                if not member.isfile() or not match or match.group(1) != split:
+                    continue
+                handle = archive.extractfile(member)
+                if handle is None:
+                    continue
+                blobs[member.name] = handle.read()
+                entries.append((match.group(2), "", int(match.group(3)), member.name))
+    except (OSError, tarfile.TarError, EOFError) as err:
+        raise AssayValueError(f"{path}: cannot read the archive ({err}).") from err
+    ordered = _interleave(entries)
+    x = _decode_jpegs([blobs[name] for _, _, name in ordered])
+    return x, torch.tensor([label for label, _, _ in ordered], dtype=torch.int64)
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """An ``.npz`` file with arrays ``x``, ``y`` and optional ``group`` (no pickled objects).
+
+    ``x`` may be float (used as is) or uint8 (divided by 255); 4-D arrays in NHWC layout
+    (last axis 1 or 3) are moved to NCHW. ``y`` holds integer labels 0..K-1; K is
+    ``max(y) + 1`` unless the file has a ``classes`` array of names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AssayValueError(f"{path}: no such file.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except ValueError as err:
+        raise AssayValueError(f"{path}: refused: the file holds pickled objects; save plain "
+                              f"numeric arrays x, y (and group) instead ({err}).") from err
+    except (OSError, EOFError) as err:
+        raise AssayValueError(f"{path}: not a readable .npz file ({err}).") from err
+    missing = [key for key in ("x", "y") if key not in arrays]
+    if missing:
+        raise AssayValueError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}. "
+                              "Fix: save with np.savez(path, x=..., y=...).")
+    x, y = arrays["x"], arrays["y"]
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif not np.issubdtype(x.dtype, np.floating):
+        raise AssayValueError(f"{path}: x must be float or uint8; got {x.dtype}.")
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = np.transpose(x, (0, 3, 1, 2))
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+        raise AssayValueError(f"{path}: y must be a 1-D integer array of labels; got dtype "
+                              f"{y.dtype} and shape {y.shape}.")
+    if "classes" in arrays:
+        classes = tuple(str(c) for c in arrays["classes"])
+    else:
+        classes = tuple(str(i) for i in range(max(int(y.max()) + 1, 2) if len(y) else 2))
+    group = arrays.get("group")
+    if group is not None:
+        if not np.issubdtype(group.dtype, np.integer):
+            raise AssayValueError(f"{path}: group must hold integer codes; got {group.dtype}.")
+        group = torch.from_numpy(group.astype(np.int64))
+    return Dataset(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                   torch.from_numpy(y.astype(np.int64)), path.stem, "file", classes, group,
+                   source=str(path))
+
+
+LOADERS: dict[str, Callable[[str, Path | None], Dataset]] = {
+    "digits": load_digits,
+    "mnist": _idx_loader("mnist", DIGIT_CLASSES),
+    "fashion-mnist": _idx_loader("fashion-mnist", FASHION_CLASSES),
+    "cifar10": load_cifar10,
+}
+
+
+def load_named(name: str, split: str, root: Path | None) -> Dataset:
+    if name not in LOADERS:
+        raise AssayValueError(f"Unknown data set {name!r}; known: {sorted(LOADERS)} or a path "
+                              "to an .npz file.")
+    if split not in SPLITS:
+        raise AssayValueError(f"Unknown split {split!r} for {name}; known: {list(SPLITS)}.")
+    return LOADERS[name](split, root)
+
+
+def _require_root(name: str, root: Path | None) -> Path:
+    if root is None:
+        raise AssayValueError(f"The {name} data set needs a data directory: pass --data-dir or "
+                              "set ASSAY_DATA_DIR (laid out as mnist/t10k-images-idx3-ubyte.gz, ...).")
+    if not root.is_dir():
+        raise AssayValueError(f"The data directory {root} does not exist.")
+    return root

@@ -1,0 +1,158 @@
+"""Load a model file safely; the format is recognised from the file's content.
+
+Accepted: TorchScript archives (``torch.jit.save``, often named ``.pt``), torch.export
+archives (``.pt2``), safetensors files, and ``state_dict`` files saved with
+``torch.save`` (loaded with ``weights_only=True``). The last two hold weights only and
+need an architecture name from :mod:`assay.core.zoo`. Nothing here unpickles arbitrary
+objects: a file that needs full pickle is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from . import zoo
+from ..errors import AssayValueError
+
+ModelFormat = Literal["torchscript", "export", "safetensors", "state_dict"]
+
+
+def sniff_format(path: Path) -> ModelFormat:
+    """Tell the format from the first bytes and, for zip archives, their member names."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile as err:
+            raise AssayValueError(f"{path}: a damaged zip archive ({err}).") from err
+        if any(name.endswith("/archive_format") or name == "archive_format" for name in names) \
+                or any("/models/" in name and name.endswith(".json") for name in names):
+            return "export"
+        if any("/code/" in name for name in names) and any(
+                name.endswith("constants.pkl") for name in names):
+            return "torchscript"
+        if any(name.endswith("data.pkl") for name in names):
+            return "state_dict"
+        raise AssayValueError(f"{path}: a zip archive that is neither TorchScript, torch.export "
+                              "nor a torch.save file.")
+    if len(head) >= 9 and head[8:9] == b"{":
+        header_len = int.from_bytes(head[:8], "little")
+        if 0 < header_len < 100_000_000:
+            return "safetensors"
+    if head[:1] == b"\x80":  # a bare pickle stream (legacy torch.save)
+        return "state_dict"
+    raise AssayValueError(f"{path}: unknown model format. assay reads TorchScript, torch.export "
+                          "(.pt2), safetensors, or a state_dict saved with torch.save.")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_network(path: str | Path, *, arch: str | None = None,
+                 input_shape: tuple[int, ...] | None = None,
+                 num_classes: int | None = None) -> tuple[nn.Module, ModelFormat]:
+    """Load the network in ``path``; return it (in eval mode) and the detected format.
+
+    ``arch``, ``input_shape`` and ``num_classes`` are needed only for weight files
+    (safetensors, state_dict), to build the zoo architecture the weights belong to.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AssayValueError(f"{path}: no such model file.")
+    kind = sniff_format(path)
+    if kind == "torchscript":
+        try:
+            return torch.jit.load(str(path), map_location="cpu").eval(), kind
+        except RuntimeError as err:
+            raise AssayValueError(f"{path}: cannot load the TorchScript archive ({_first(err)})."
+                                  ) from err
+    if kind == "export":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as err:  # torch.export raises many types for a bad archive
+            raise AssayValueError(f"{path}: cannot load the torch.export archive ({_first(err)})."
+                                  ) from err
+        return _ExportedModule(program.module()), kind
+    state = _read_weights(path, kind)
+    if arch is None:
+        raise AssayValueError(f"{path} holds weights only ({kind}); name its architecture with "
+                              f"--arch, one of {sorted(zoo.ARCHITECTURES)}, or save the model as "
+                              "TorchScript or torch.export.")
+    if input_shape is None or num_classes is None:
+        raise AssayValueError(f"{path}: building architecture {arch!r} needs the input shape "
+                              "and class count; they come from the data.")
+    net = zoo.build(arch, input_shape=input_shape, num_classes=num_classes)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise AssayValueError(f"{path}: the weights do not fit architecture {arch!r} with "
+                              f"input shape {tuple(input_shape)} and {num_classes} classes "
+                              f"({_first(err)}). Check --arch and that the data's class count "
+                              "matches the model's.") from err
+    return net.eval(), kind
+
+
+def _read_weights(path: Path, kind: ModelFormat) -> dict[str, torch.Tensor]:
+    if kind == "safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise AssayValueError(f"{path}: not a valid safetensors file ({_first(err)}).") from err
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise AssayValueError(
+            f"{path}: refused: loading it needs full pickle, which can run arbitrary code "
+            "(the file holds Python objects beyond tensors). Fix: save the state_dict "
+            "(torch.save(model.state_dict(), path)), safetensors, TorchScript or torch.export."
+        ) from err
+    except (RuntimeError, OSError, EOFError) as err:
+        raise AssayValueError(f"{path}: cannot read the file ({_first(err)}).") from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AssayValueError(f"{path}: expected a state_dict (names to tensors); got "
+                              f"{type(state).__name__}.")
+    return state
+
+
+class _ExportedModule(nn.Module):
+    """Holds a torch.export graph module; export graphs have no train/eval switch to honour."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+    def train(self, mode: bool = True) -> _ExportedModule:
+        self.training = mode  # the exported graph itself does not support .train()
+        return self
+
+
+def _first(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def describe_file(path: Path) -> dict:
+    return {"path": str(path), "sha256": file_sha256(path), "format": sniff_format(path),
+            "bytes": path.stat().st_size}

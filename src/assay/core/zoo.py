@@ -1,0 +1,125 @@
+"""Reference architectures, built by name for any input shape and class count.
+
+| name       | what                                                                      |
+|------------|---------------------------------------------------------------------------|
+| mlp        | two hidden layers of 256 units with ReLU; for tabular or flattened input  |
+| small_cnn  | conv16-conv32 (3x3, stride 2) and a 100-unit hidden layer; seconds on CPU |
+| lenet      | the MNIST CNN of Madry et al. (ICLR 2018): conv32-5x5, pool, conv64-5x5,  |
+|            | pool, fc1024                                                              |
+| resnet     | a small pre-activation ResNet (He et al., ECCV 2016): 3 stages of one     |
+|            | block, widths 16/32/64                                                    |
+
+Weights are initialised from ``seed`` without touching the global random state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .._params import check_choice, check_int
+from ..errors import AssayValueError
+
+
+def _mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    width = 1
+    for size in input_shape:
+        width *= size
+    return nn.Sequential(nn.Flatten(), nn.Linear(width, 256), nn.ReLU(),
+                         nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, num_classes))
+
+
+def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise AssayValueError(f"The architecture '{name}' needs image input of shape (C, H, W); "
+                              f"got input_shape {input_shape}. Use 'mlp' for tabular data.")
+    return input_shape  # type: ignore[return-value]
+
+
+def _small_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    channels, height, width = _image_shape("small_cnn", input_shape)
+    out_h, out_w = (height + 1) // 2, (width + 1) // 2
+    out_h, out_w = (out_h + 1) // 2, (out_w + 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * out_h * out_w, 100), nn.ReLU(),
+        nn.Linear(100, num_classes))
+
+
+def _lenet(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    channels, height, width = _image_shape("lenet", input_shape)
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * (height // 4) * (width // 4), 1024), nn.ReLU(),
+        nn.Linear(1024, num_classes))
+
+
+class _PreActBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.shortcut = (nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+                         if stride != 1 or in_planes != planes else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(torch.relu(self.bn2(out)))
+        return out + skip
+
+
+class _PreActResNet(nn.Module):
+    def __init__(self, channels: int, num_classes: int, widths: Sequence[int] = (16, 32, 64)):
+        super().__init__()
+        self.stem = nn.Conv2d(channels, widths[0], 3, padding=1, bias=False)
+        blocks, in_planes = [], widths[0]
+        for index, planes in enumerate(widths):
+            blocks.append(_PreActBlock(in_planes, planes, stride=1 if index == 0 else 2))
+            in_planes = planes
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.head = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn(self.blocks(self.stem(x))))
+        return self.head(out.mean(dim=(2, 3)))
+
+
+def _resnet(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    channels, _, _ = _image_shape("resnet", input_shape)
+    return _PreActResNet(channels, num_classes)
+
+
+ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
+    "mlp": _mlp,
+    "small_cnn": _small_cnn,
+    "lenet": _lenet,
+    "resnet": _resnet,
+}
+
+
+def build(name: str, *, input_shape: Sequence[int], num_classes: int, seed: int = 0) -> nn.Module:
+    """Build architecture ``name`` for ``input_shape`` (no batch dim) and ``num_classes``.
+
+    The weights are drawn from ``seed`` inside a forked random state, so the global
+    random state is left as it was and the same seed gives the same weights.
+
+    >>> net = build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
+    >>> net(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    """
+    check_choice("name", name, ARCHITECTURES, "zoo.build")
+    check_int("num_classes", num_classes, "zoo.build", low=2)
+    check_int("seed", seed, "zoo.build", low=0)
+    shape = tuple(int(s) for s in input_shape)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ARCHITECTURES[name](shape, num_classes)

@@ -1,0 +1,1 @@
+"""Report renderers: HTML, JSON, JUnit XML, Markdown; they read results only."""

@@ -1,0 +1,1 @@
+"""Distribution shift: out-of-distribution detection and related measurements."""
