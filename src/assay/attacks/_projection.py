@@ -34,16 +34,18 @@ def ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
 
 def random_in_ball(shape: torch.Size, norm: Norm, eps: float, *, device: torch.device,
                    dtype: torch.dtype, generator: torch.Generator | None) -> Tensor:
-    """A point drawn uniformly from the ``norm`` ball of radius ``eps``, per sample."""
+    """A random start inside the ``norm`` ball of radius ``eps``, per sample.
+
+    Linf: uniform in the box. L2: a uniform direction at a radius drawn uniformly from
+    [0, eps] (not uniform in volume, which in high dimension puts every start on the
+    surface; on the digits CNN that start left PGD-20 about 1.3 points weaker).
+    """
     if norm == "linf":
         u = torch.rand(shape, device=device, dtype=dtype, generator=generator)
         return (2 * u - 1) * eps
     direction = torch.randn(shape, device=device, dtype=dtype, generator=generator)
     direction = direction / _per_sample_norm(direction).clamp_min(_TINY)
-    dims = 1
-    for size in shape[1:]:
-        dims *= size
-    radius = torch.rand(shape[0], device=device, dtype=dtype, generator=generator) ** (1.0 / dims)
+    radius = torch.rand(shape[0], device=device, dtype=dtype, generator=generator)
     return direction * (eps * radius).view(-1, *([1] * (len(shape) - 1)))
 
 

@@ -144,7 +144,8 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar")}
+               ("numpy._core.multiarray", "scalar"),
+               ("_codecs", "encode")}  # protocol-2 pickles from Python 3 store bytes this way
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
         if (module, name) in self.ALLOWED:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -76,7 +77,9 @@ def load_network(path: str | Path, *, arch: str | None = None,
     kind = sniff_format(path)
     if kind == "torchscript":
         try:
-            return torch.jit.load(str(path), map_location="cpu").eval(), kind
+            with warnings.catch_warnings():  # TorchScript is deprecated but still widely shipped
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(str(path), map_location="cpu").eval(), kind
         except RuntimeError as err:
             raise AssayValueError(f"{path}: cannot load the TorchScript archive ({_first(err)})."
                                   ) from err
