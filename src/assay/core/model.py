@@ -169,10 +169,7 @@ class ModelWrapper(nn.Module):
         try:
             out = self(sample)
         except RuntimeError as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise AssayValueError(
-                f"The model rejected inputs of shape {tuple(sample.shape)}: {first_line}. "
-                f"Fix: pass data of the shape the model expects.") from err
+            raise _rejected(err, sample.shape) from err
         if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != sample.shape[0]:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise AssayValueError(
@@ -190,10 +187,7 @@ class ModelWrapper(nn.Module):
             try:
                 out = self(probe)
             except RuntimeError as err:
-                raise AssayValueError(
-                    f"The model rejected an input of shape {tuple(probe.shape)}: "
-                    f"{str(err).strip().splitlines()[0] if str(err).strip() else err!r}. Fix: "
-                    "pass data of the shape the model expects.") from err
+                raise _rejected(err, probe.shape) from err
         if out.ndim != 2:
             raise AssayValueError(f"The model must return logits of shape [N, num_classes]; it "
                                   f"returned shape {tuple(out.shape)}.")
@@ -223,6 +217,14 @@ class ModelWrapper(nn.Module):
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "device": str(self.device),
         }
+
+
+def _rejected(err: RuntimeError, shape: torch.Size) -> AssayValueError:
+    # TorchScript puts its own preamble first; the cause is on the last line.
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    cause = lines[-1] if lines else type(err).__name__
+    return AssayValueError(f"The model rejected inputs of shape {tuple(shape)}: {cause}. Fix: "
+                           "pass data of the shape the model expects.")
 
 
 def _tensor_bytes(tensor: Tensor) -> bytes:
