@@ -1,0 +1,1 @@
+"""Algorithms that harden a model: training, certification, backdoor removal, fairness, calibration."""
