@@ -1,0 +1,67 @@
+"""One contract for every evasion attack: bad parameters raise, device/dtype/shape are
+kept, the model's train/eval mode is restored, and seeded runs repeat exactly.
+Add each new attack to ATTACKS."""
+
+import pytest
+import torch
+from torch import nn
+
+from assay.attacks.evasion import PGD
+from assay.core.model import ModelWrapper
+from assay.errors import AssayValueError
+
+ATTACKS = {
+    "pgd-linf": (lambda **kw: PGD(eps=0.1, steps=5, seed=0, **kw)),
+    "pgd-l2": (lambda **kw: PGD(eps=0.5, norm="l2", steps=5, seed=0, **kw)),
+}
+BAD_PARAMETERS = {
+    "pgd": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=0.1, steps=-1),
+            dict(eps=0.1, restarts=0), dict(eps=0.1, step_size=0.0), dict(eps=0.1, seed=-2),
+            dict(eps=float("nan")), dict(eps=0.1, targeted="yes")],
+}
+CONSTRUCTORS = {"pgd": PGD}
+
+
+@pytest.fixture
+def small_model():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.1), nn.Flatten(),
+                        nn.Linear(4 * 8 * 8, 10))
+    return ModelWrapper(net, num_classes=10, input_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("family", sorted(BAD_PARAMETERS))
+def test_bad_parameters_raise_naming_the_parameter(family):
+    for bad in BAD_PARAMETERS[family]:
+        with pytest.raises(AssayValueError, match="parameter of"):
+            CONSTRUCTORS[family](**bad)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_contract(name, small_model):
+    x = torch.rand(6, 1, 8, 8, dtype=torch.float32)
+    y = torch.arange(6) % 10
+    small_model.train()  # the attack must run in eval mode and restore train mode
+    first = ATTACKS[name]().run(small_model, x, y)
+    assert small_model.training
+    second = ATTACKS[name]().run(small_model, x, y)
+    assert torch.equal(first.x_adv, second.x_adv) and torch.equal(first.success, second.success)
+    assert first.x_adv.shape == x.shape and first.x_adv.dtype == x.dtype
+    assert first.x_adv.device == x.device and first.success.dtype == torch.bool
+    assert first.queries > 0
+    x_copy = x.clone()
+    ATTACKS[name]()(small_model, x, y)
+    assert torch.equal(x, x_copy)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_empty_batch(name, small_model):
+    x, y = torch.rand(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)
+    result = ATTACKS[name]().run(small_model, x, y)
+    assert result.x_adv.shape == (0, 1, 8, 8) and result.queries == 0
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_float64_inputs_keep_their_dtype(name, small_model):
+    small_model.double()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    assert ATTACKS[name]()(small_model, x, torch.zeros(3, dtype=torch.long)).dtype == torch.float64
