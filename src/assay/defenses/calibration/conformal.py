@@ -29,6 +29,10 @@ r(y) the rank of y (1-based):
 * ``"raps"``: the APS score plus ``lam * max(0, r(y) - k_reg)``, a penalty on labels deep
   in the ranking, which shortens the long tails of APS sets.
 
+Sets are {y : s(x, y) <= q}, except for non-randomised APS/RAPS, whose sets run down the
+ranking up to and including the first label whose score exceeds q (as in Angelopoulos &
+Bates 2021, Sec. 2.1, and the RAPS paper's non-randomised sets): never empty, and
+conservative (coverage >= 1 - alpha, but not the 1 - alpha + 1/(n+1) upper bound).
 Randomised scores can give empty sets (when even the top label's u * p_(1) exceeds q);
 they are kept, as they are part of the exact coverage guarantee.
 
@@ -90,8 +94,8 @@ class SplitConformal:
             2020) or "raps" (Angelopoulos et al., ICLR 2021).
         alpha: miscoverage level, a number in (0, 1) (default 0.1: 90% coverage).
         randomized: for "aps" and "raps", draw u ~ U[0, 1) per sample (default True, as
-            in both papers; exact coverage). False: u = 1, conservative sets that never
-            come out empty. Ignored by "lac".
+            in both papers; exact coverage). False: u = 1, and the label that crosses q
+            is kept: conservative sets that are never empty. Ignored by "lac".
         lam: RAPS penalty weight lambda, a number >= 0 (default 0.01). Ignored unless
             score="raps".
         k_reg: RAPS rank from which the penalty applies, an int >= 0 (default 5).
@@ -134,6 +138,20 @@ class SplitConformal:
                 f"randomized={self.randomized!r}, lam={self.lam!r}, k_reg={self.k_reg!r}, "
                 f"inputs={self.inputs!r}, seed={self.seed!r})")
 
+    def _sorted_scores(self, probs: Tensor) -> tuple[Tensor, Tensor]:
+        """APS/RAPS scores in decreasing-probability order [N, K], and that order."""
+        sorted_p, order = probs.sort(dim=1, descending=True)
+        above = sorted_p.cumsum(dim=1) - sorted_p  # mass strictly above each rank
+        if self.randomized:
+            u = torch.rand(probs.shape[0], 1, generator=self._generator, dtype=probs.dtype)
+            scores = above + u.to(probs.device) * sorted_p
+        else:
+            scores = above + sorted_p
+        if self.score == "raps":
+            rank = torch.arange(1, probs.shape[1] + 1, device=probs.device, dtype=probs.dtype)
+            scores = scores + self.lam * (rank - self.k_reg).clamp_min(0)
+        return scores, order
+
     def label_scores(self, probs: Tensor) -> Tensor:
         """Non-conformity scores [N, K] of every label, from probabilities [N, K].
 
@@ -141,17 +159,8 @@ class SplitConformal:
         """
         if self.score == "lac":
             return 1.0 - probs
-        sorted_p, order = probs.sort(dim=1, descending=True)
-        below = sorted_p.cumsum(dim=1) - sorted_p  # mass strictly above each rank
-        if self.randomized:
-            u = torch.rand(probs.shape[0], 1, generator=self._generator, dtype=probs.dtype)
-            sorted_scores = below + u.to(probs.device) * sorted_p
-        else:
-            sorted_scores = below + sorted_p
-        if self.score == "raps":
-            rank = torch.arange(1, probs.shape[1] + 1, device=probs.device, dtype=probs.dtype)
-            sorted_scores = sorted_scores + self.lam * (rank - self.k_reg).clamp_min(0)
-        return torch.empty_like(sorted_scores).scatter_(1, order, sorted_scores)
+        scores, order = self._sorted_scores(probs)
+        return torch.empty_like(scores).scatter_(1, order, scores)
 
     def calibrate(self, values: Tensor, labels: Tensor) -> Self:
         """Compute q from held-out calibration outputs [n, K] and labels [n]; returns self."""
@@ -174,7 +183,14 @@ class SplitConformal:
         if probs.shape[1] != self._num_classes:
             raise fail("values", owner, f"a tensor with {self._num_classes} columns (the "
                        "class count seen in calibrate)", probs)
-        return self.label_scores(probs) <= self.quantile_
+        if self.score == "lac" or self.randomized:
+            return self.label_scores(probs) <= self.quantile_
+        # non-randomised APS/RAPS: the ranked labels up to and including the one whose
+        # score first exceeds q (a label is in when the label ranked just above it is)
+        scores, order = self._sorted_scores(probs)
+        above = torch.cat([torch.full_like(scores[:, :1], -math.inf), scores[:, :-1]], dim=1)
+        inside = above <= self.quantile_
+        return torch.zeros_like(inside).scatter_(1, order, inside)
 
 
 # ----------------------------------------------------------------------------- metrics
