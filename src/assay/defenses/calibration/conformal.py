@@ -174,7 +174,7 @@ class SplitConformal:
         return self
 
     def predict_sets(self, values: Tensor) -> Tensor:
-        """Prediction sets as a bool mask [N, K] (True = label in the set), on the input's device."""
+        """Prediction sets: a bool mask [N, K] (True = label in the set) on the input's device."""
         owner = "SplitConformal.predict_sets"
         if self.quantile_ is None:
             raise AssayValueError("SplitConformal must be calibrated before predicting sets: "
@@ -186,7 +186,8 @@ class SplitConformal:
         if self.score == "lac" or self.randomized:
             return self.label_scores(probs) <= self.quantile_
         # non-randomised APS/RAPS: the ranked labels up to and including the one whose
-        # score first exceeds q (a label is in when the label ranked just above it is)
+        # score first exceeds q: a label is in when the score of the label ranked just
+        # above it is <= q (the top-ranked label is always in)
         scores, order = self._sorted_scores(probs)
         above = torch.cat([torch.full_like(scores[:, :1], -math.inf), scores[:, :-1]], dim=1)
         inside = above <= self.quantile_
