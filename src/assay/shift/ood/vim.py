@@ -27,7 +27,11 @@ from ._base import OODDetector
 
 
 def default_principal_dim(feature_dim: int) -> int:
-    """The paper's rule for D: 1000 if N >= 1500, 512 if N >= 768, else N // 2."""
+    """The paper's rule for D: 1000 if N >= 1500, 512 if N >= 768, else N // 2.
+
+    The paper's models have N = 2048 (BiT, ResNet-50: D = 1000) or N = 768 (ViT, DeiT,
+    Swin: D = 512); N // 2 covers the small feature spaces it does not study.
+    """
     if feature_dim >= 1500:
         return 1000
     if feature_dim >= 768:
