@@ -202,3 +202,25 @@ def test_html_is_self_contained(audit_result):
     assert "<script" not in page and "http://" not in page and "https://" not in page
     assert page.count('src="data:image/png;base64,') == 2  # per-class bars, robustness curve
     assert "RuntimeError: boom" in page
+
+
+# ------------------------------------------------------------------------ every check
+def _registered():
+    from assay.checks import load_builtin_checks
+
+    return sorted(name for name in load_builtin_checks() if not name.startswith("test_"))
+
+
+@pytest.mark.parametrize("name", _registered())
+def test_every_check_declares_valid_defaults_and_refuses_unknown_parameters(name):
+    check = REGISTRY[name]()
+    params = check.resolve_params({})
+    assert set(params) == {p.name for p in check.params}
+    assert check.metric_names(params), "a check must produce at least one metric"
+    assert check.summary and check.pillar
+    with pytest.raises(AssayValueError, match=f"check '{name}': unknown parameter 'bogus'"):
+        check.resolve_params({"bogus": 1})
+    for param in check.params:
+        wrong = "text" if param.kind != "str" else 3
+        with pytest.raises(AssayValueError, match=f"'{param.name}' parameter"):
+            check.resolve_params({param.name: wrong})

@@ -69,6 +69,25 @@ class Dataset:
         return Dataset(self.x[:n], self.y[:n], self.name, self.split, self.classes,
                        None if self.group is None else self.group[:n], self.source)
 
+    def take(self, index: Tensor, split: str | None = None) -> Dataset:
+        """The samples at ``index``, as a new split (named ``split`` when given)."""
+        return Dataset(self.x[index], self.y[index], self.name, split or self.split, self.classes,
+                       None if self.group is None else self.group[index], self.source)
+
+    def split_off(self, fraction: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """A seeded random split into (``fraction`` of the samples, the rest).
+
+        Used for held-out calibration data (temperature scaling, conformal prediction).
+        Raises when either part would be empty.
+        """
+        count = int(round(fraction * len(self)))
+        if not 0 < count < len(self):
+            raise AssayValueError(f"{self.label}: splitting {len(self)} samples at fraction "
+                                  f"{fraction} leaves an empty part; use more samples.")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return (self.take(order[:count], f"{self.split}/held-out"),
+                self.take(order[count:], f"{self.split}/rest"))
+
     def sha256(self) -> str:
         """Content hash of x, y and group (cached)."""
         if not self._sha256:

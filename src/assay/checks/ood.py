@@ -1,0 +1,161 @@
+"""Check ``ood``: can the model's scores tell in-distribution inputs from others?
+
+Every detector of :mod:`assay.shift.ood` (MSP, MaxLogit, Energy, ODIN, Mahalanobis, KNN,
+ViM) scores the evaluation split and each out-of-distribution set; metrics are AUROC,
+FPR at 95% TPR, AUPR-in and AUPR-out, named ``auroc@<detector>:<set>`` etc.
+
+OOD sets: ``far`` and ``near`` are roles resolved per data set (MNIST: Fashion-MNIST
+and corrupted MNIST; digits: uniform noise and inverted digits; others: noise and
+corrupted), so gates keep their names across data sets. ``noise`` (uniform in the
+input bounds), ``inverted`` (high + low - x) and ``corrupted`` (each sample under one of
+the 15 common corruptions at severity 5, in turn) are built from the data; any other
+entry is a data spec (``fashion-mnist:test:1000``, an .npz path) named by its first part.
+Detectors that need fitting (Mahalanobis, KNN, ViM) fit on the training split when the
+audit has one, else on a held-out half of the evaluation split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..core.data import Dataset, load_data
+from ..errors import AssayValueError
+from ..metrics.ood import ood_metrics
+from ..shift.ood import DETECTORS
+from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
+
+ROLES = {"mnist": {"far": "fashion-mnist", "near": "corrupted"},
+         "digits": {"far": "noise", "near": "inverted"}}
+DEFAULT_ROLES = {"far": "noise", "near": "corrupted"}
+BUILT = ("noise", "inverted", "corrupted")
+MAX_FIT = 5000
+
+
+def set_label(entry: str) -> str:
+    return entry if entry in ("far", "near", *BUILT) else entry.split(":")[0].rsplit("/", 1)[-1]
+
+
+def build_ood_set(entry: str, data: Dataset, bounds: tuple[float, float], seed: int) -> Dataset:
+    """The inputs of OOD set ``entry`` (a built-in name or a data spec), as a Dataset."""
+    lo, hi = bounds
+    n = len(data)
+    if entry == "noise":
+        gen = torch.Generator().manual_seed(seed)
+        x = lo + (hi - lo) * torch.rand(data.x.shape, generator=gen)
+    elif entry == "inverted":
+        x = hi + lo - data.x
+    elif entry == "corrupted":
+        from ..shift.corruptions import corrupt, list_corruptions
+
+        names = list_corruptions()
+        gen = torch.Generator().manual_seed(seed)
+        x = data.x.clone()
+        for index, name in enumerate(names):
+            rows = torch.arange(index, n, len(names))
+            if len(rows):
+                x[rows] = corrupt(data.x[rows], name, 5, generator=gen)
+    else:
+        other = load_data(entry)
+        if other.input_shape != data.input_shape:
+            raise AssayValueError(f"OOD set {entry!r} has input shape {other.input_shape}; the "
+                                  f"model takes {data.input_shape}.")
+        return other
+    return Dataset(x, data.y, entry, "ood", data.classes)
+
+
+@register
+class OODCheck(Check):
+    name = "ood"
+    pillar = "distribution shift"
+    summary = "Out-of-distribution detection: AUROC, FPR@95%TPR, AUPR per detector and OOD set."
+    params = (
+        Param("detectors", "list[str]", sorted(DETECTORS), "OOD detectors",
+              allowed=tuple(sorted(DETECTORS))),
+        Param("ood_sets", "list[str]", ["far", "near"],
+              "far, near, noise, inverted, corrupted, or data specs"),
+        Param("n", "int", 1000, "in-distribution and OOD samples each", low=2),
+        Param("batch_size", "int", 256, "inputs per forward pass", low=1),
+    )
+
+    def metric_names(self, params: dict[str, Any]) -> list[str]:
+        return [f"{metric}@{det}:{set_label(entry)}" for entry in params["ood_sets"]
+                for det in params["detectors"]
+                for metric in ("auroc", "fpr95", "aupr_in", "aupr_out")]
+
+    def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
+        model, n = ctx.model, params["n"]
+        data = ctx.data.subset(n)
+        findings: list[Finding] = []
+        if ctx.train_data is not None:
+            fit_data, test = ctx.train_data.subset(MAX_FIT), data
+        else:
+            fit_data, test = data.split_off(0.5, seed=ctx.seed)
+            findings.append(Finding("info", "fit_on_eval_half",
+                                    "No training split was given: the fitted detectors used "
+                                    "half of the evaluation split, scored on the other half."))
+        roles = ROLES.get(data.name, DEFAULT_ROLES)
+        ood_sets: dict[str, Dataset] = {}
+        resolved: dict[str, str] = {}
+        for entry in params["ood_sets"]:
+            source = roles.get(entry, entry)
+            if source == "fashion-mnist":
+                source = f"fashion-mnist:test:{len(test)}"
+            try:
+                ood_sets[set_label(entry)] = build_ood_set(source, test, model.bounds, ctx.seed)
+            except AssayValueError as err:
+                if entry not in roles:
+                    raise
+                findings.append(Finding("warn", "ood_set_fallback",
+                                        f"OOD set {entry!r} ({source}) is unavailable ({err}); "
+                                        "uniform noise used instead."))
+                source = "noise"
+                ood_sets[set_label(entry)] = build_ood_set("noise", test, model.bounds, ctx.seed)
+            resolved[set_label(entry)] = source
+        device = model.device
+        metrics: dict[str, float] = {}
+        plots = []
+        for det_name in params["detectors"]:
+            detector = DETECTORS[det_name](batch_size=params["batch_size"])
+            detector.fit(model, fit_data.x.to(device), fit_data.y.to(device))
+            score_in = detector.score(model, test.x.to(device)).cpu()
+            first = None
+            for label, ood in ood_sets.items():
+                score_out = detector.score(model, ood.x[:n].to(device)).cpu()
+                result = ood_metrics(score_in, score_out)
+                metrics[f"auroc@{det_name}:{label}"] = result.auroc
+                metrics[f"fpr95@{det_name}:{label}"] = result.fpr_at_tpr
+                metrics[f"aupr_in@{det_name}:{label}"] = result.aupr_in
+                metrics[f"aupr_out@{det_name}:{label}"] = result.aupr_out
+                first = first or (label, score_out)
+            plots.append(_histogram(det_name, score_in, *first))
+        best = {label: max(params["detectors"], key=lambda d: metrics[f"auroc@{d}:{label}"])
+                for label in ood_sets}
+        for label, det in best.items():
+            auroc = metrics[f"auroc@{det}:{label}"]
+            level = "warn" if auroc < 0.8 else "info"
+            findings.append(Finding(level, "best_detector",
+                                    f"{label} ({resolved[label]}): best detector {det} with "
+                                    f"AUROC {auroc:.3f}" + (" - the model cannot reliably tell "
+                                                            "these inputs apart." if level == "warn" else ".")))
+        return CheckOutput(metrics, findings, plots, details={
+            "ood_sets": resolved, "in_distribution_samples": len(test),
+            "fit_samples": len(fit_data)})
+
+
+def _histogram(detector: str, score_in: torch.Tensor, label: str,
+               score_out: torch.Tensor, bins: int = 30) -> Plot:
+    both = torch.cat([score_in, score_out]).double()
+    lo, hi = float(both.min()), float(both.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    width = (hi - lo) / bins
+    centres = [round(lo + (i + 0.5) * width, 6) for i in range(bins)]
+
+    def density(scores: torch.Tensor) -> list[float]:
+        counts = torch.histc(scores.double(), bins=bins, min=lo, max=hi)
+        return (counts / max(len(scores), 1)).tolist()
+
+    return Plot(f"{detector} scores", "score (higher = more in-distribution)", "fraction",
+                centres, {"in-distribution": density(score_in), label: density(score_out)})
