@@ -6,20 +6,24 @@ import pytest
 import torch
 from torch import nn
 
-from assay.attacks.evasion import PGD
+from assay.attacks.evasion import FGSM, PGD
 from assay.core.model import ModelWrapper
 from assay.errors import AssayValueError
 
 ATTACKS = {
     "pgd-linf": (lambda **kw: PGD(eps=0.1, steps=5, seed=0, **kw)),
     "pgd-l2": (lambda **kw: PGD(eps=0.5, norm="l2", steps=5, seed=0, **kw)),
+    "fgsm-linf": (lambda **kw: FGSM(eps=0.1, **kw)),
+    "fgsm-l2": (lambda **kw: FGSM(eps=0.5, norm="l2", **kw)),
 }
 BAD_PARAMETERS = {
     "pgd": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=0.1, steps=-1),
             dict(eps=0.1, restarts=0), dict(eps=0.1, step_size=0.0), dict(eps=0.1, seed=-2),
             dict(eps=float("nan")), dict(eps=0.1, targeted="yes")],
+    "fgsm": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=float("inf")),
+             dict(eps=0.1, targeted=1), dict(eps=0.1, batch_size=0)],
 }
-CONSTRUCTORS = {"pgd": PGD}
+CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM}
 
 
 @pytest.fixture

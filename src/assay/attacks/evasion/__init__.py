@@ -1,5 +1,6 @@
 """Evasion attacks: adversarial examples within a norm ball."""
 from .base import AttackResult, EvasionAttack
 from .pgd import PGD
+from .fgsm import FGSM
 
-__all__ = ["AttackResult", "EvasionAttack", "PGD"]
+__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM"]
