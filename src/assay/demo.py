@@ -21,6 +21,8 @@ DEMO_PLAN = {
                     "eps": {"linf": [0.0, 0.05, 0.1, 0.2], "l2": [0.0, 0.25, 0.5, 1.0]},
                     "steps": 20, "n": 450},
          "gates": ["robust_accuracy@linf=0.05 >= 0.6", "robust_accuracy@l2=0.25 >= 0.6"]},
+        {"name": "corruptions", "params": {"n": 449},
+         "gates": ["mean_corruption_accuracy >= 0.7"]},
         {"name": "calibration", "gates": ["ece_ts <= 0.1"]},
         {"name": "conformal", "params": {"alpha": 0.1}, "gates": ["coverage@lac >= 0.85"]},
         {"name": "ood", "gates": ["auroc@msp:far >= 0.8"]},

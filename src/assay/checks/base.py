@@ -25,7 +25,7 @@ class Param:
     """One declared parameter of a check.
 
     ``kind`` names the accepted type: "int", "float", "bool", "str", "list[float]",
-    "list[str]" or "float-list-or-table" (a list of numbers, or a table of such lists
+    "list[int]", "list[str]" or "float-list-or-table" (a list of numbers, or a table of such lists
     keyed by ``allowed`` values). ``allowed`` restricts str values and list items.
     """
 
@@ -48,9 +48,10 @@ class Finding:
 
 @dataclass(frozen=True)
 class Plot:
-    """Data for one plot; the report draws it. ``kind`` is "line" or "bar".
+    """Data for one plot; the report draws it. ``kind`` is "line", "bar" or "heatmap".
 
-    ``series`` maps a legend label to y values aligned with ``x``.
+    ``series`` maps a legend label (for a heatmap: a row label) to values aligned with
+    ``x`` (for a heatmap: the column labels).
     """
 
     title: str
@@ -58,7 +59,7 @@ class Plot:
     y_label: str
     x: list[float] | list[str]
     series: dict[str, list[float]]
-    kind: Literal["line", "bar"] = "line"
+    kind: Literal["line", "bar", "heatmap"] = "line"
 
 
 @dataclass
@@ -126,6 +127,8 @@ def _validate(param: Param, value: Any) -> str | None:
         "bool": lambda v: isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
         "list[float]": lambda v: isinstance(v, list) and bool(v) and all(map(is_number, v)),
+        "list[int]": lambda v: isinstance(v, list) and bool(v) and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in v),
         "list[str]": lambda v: isinstance(v, list) and bool(v) and all(isinstance(i, str) for i in v),
         "float-list-or-table": lambda v: (isinstance(v, list) and bool(v) and all(map(is_number, v)))
         or (isinstance(v, dict) and bool(v) and all(isinstance(i, list) and i and all(map(is_number, i))
@@ -138,7 +141,8 @@ def _validate(param: Param, value: Any) -> str | None:
         return (f"the {param.name!r} parameter must be {param.kind}{allowed_text}; "
                 f"got {value!r}")
     items = value if isinstance(value, list) else list(value) if isinstance(value, dict) else [value]
-    if param.allowed is not None and param.kind in ("str", "list[str]", "float-list-or-table"):
+    if param.allowed is not None and param.kind in ("str", "list[str]", "list[int]",
+                                                    "float-list-or-table"):
         keys = items if param.kind != "float-list-or-table" or isinstance(value, dict) else []
         bad = [i for i in keys if i not in param.allowed]
         if bad:

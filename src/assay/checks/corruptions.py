@@ -1,0 +1,134 @@
+"""Check ``corruptions``: accuracy under the common corruptions of Hendrycks & Dietterich
+(ICLR 2019) at each severity.
+
+Metrics: ``clean_accuracy``, ``mean_corruption_accuracy`` (over corruptions and
+severities), ``accuracy@<corruption>`` (mean over severities) and
+``accuracy@severity=<s>`` (mean over corruptions). With a ``baseline`` model file, also
+``mce`` and ``relative_mce``: CE_c = sum_s E(f, c, s) / sum_s E(base, c, s), relative
+CE_c = sum_s (E(f, c, s) - E(f, clean)) / sum_s (E(base, c, s) - E(base, clean)), each
+averaged over corruptions (the paper's definitions; E is the error rate). The baseline
+takes the audited model's input bounds and normalisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..core.loading import load_network
+from ..core.model import ModelWrapper
+from ..core.progress import progress_bar
+from ..shift.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, corrupt
+from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
+
+
+@register
+class CorruptionsCheck(Check):
+    name = "corruptions"
+    pillar = "distribution shift"
+    summary = "Accuracy under 15 common corruptions x 5 severities (Hendrycks & Dietterich 2019)."
+    params = (
+        Param("corruptions", "list[str]", list(BENCHMARK_CORRUPTIONS), "corruptions to apply",
+              allowed=tuple(CORRUPTIONS)),
+        Param("severities", "list[int]", [1, 2, 3, 4, 5], "severities", allowed=(1, 2, 3, 4, 5)),
+        Param("n", "int", 500, "use the first n samples", low=1),
+        Param("batch_size", "int", 256, "inputs per forward pass", low=1),
+        Param("baseline", "str", None, "model file of the mCE baseline (TorchScript, .pt2, "
+                                       "or weights with baseline_arch)"),
+        Param("baseline_arch", "str", None, "zoo architecture of baseline weights"),
+    )
+
+    def metric_names(self, params: dict[str, Any]) -> list[str]:
+        names = ["clean_accuracy", "mean_corruption_accuracy"]
+        names += [f"accuracy@{c}" for c in params["corruptions"]]
+        names += [f"accuracy@severity={s}" for s in sorted(set(params["severities"]))]
+        if params["baseline"]:
+            names += ["mce", "relative_mce"]
+        return names
+
+    def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
+        data = ctx.data.subset(params["n"])
+        severities = sorted(set(params["severities"]))
+        models = {"model": ctx.model}
+        if params["baseline"]:
+            net, _ = load_network(params["baseline"], arch=params["baseline_arch"],
+                                  input_shape=data.input_shape, num_classes=ctx.model.num_classes)
+            models["baseline"] = _like(ctx.model, net)
+        accuracy = {name: _accuracy_grid(model, data, params, severities, ctx)
+                    for name, model in models.items()}
+        clean, grid = accuracy["model"]
+        metrics: dict[str, float] = {"clean_accuracy": clean}
+        cells = [a for row in grid.values() for a in row]
+        metrics["mean_corruption_accuracy"] = sum(cells) / len(cells)
+        for name, row in grid.items():
+            metrics[f"accuracy@{name}"] = sum(row) / len(row)
+        for j, severity in enumerate(severities):
+            metrics[f"accuracy@severity={severity}"] = sum(r[j] for r in grid.values()) / len(grid)
+        findings = []
+        if "baseline" in accuracy:
+            metrics.update(_mce(accuracy["model"], accuracy["baseline"]))
+        worst = min(grid, key=lambda c: metrics[f"accuracy@{c}"])
+        drop = clean - metrics[f"accuracy@{worst}"]
+        findings.append(Finding("warn" if drop > 0.3 else "info", "worst_corruption",
+                                f"Worst corruption: {worst}, mean accuracy "
+                                f"{metrics[f'accuracy@{worst}']:.3f}, {drop:.3f} below the clean "
+                                f"accuracy {clean:.3f}."))
+        heat = Plot("Accuracy per corruption and severity", "severity", "accuracy",
+                    [str(s) for s in severities], {c: row for c, row in grid.items()},
+                    kind="heatmap")
+        curve = Plot("Mean accuracy against severity", "severity", "accuracy",
+                     [0, *severities], {"mean over corruptions": [clean] + [
+                         metrics[f"accuracy@severity={s}"] for s in severities]})
+        return CheckOutput(metrics, findings, [heat, curve], details={
+            "grid": grid, "severities": severities, "n": len(data),
+            **({"baseline_grid": accuracy["baseline"][1]} if "baseline" in accuracy else {})})
+
+
+def _like(model: ModelWrapper, net: torch.nn.Module) -> ModelWrapper:
+    mean = None if model.mean is None else model.mean.flatten().tolist()
+    std = None if model.std is None else model.std.flatten().tolist()
+    return ModelWrapper(net, num_classes=model.num_classes, input_shape=model.input_shape,
+                        bounds=model.bounds, mean=mean, std=std, name="baseline").to(model.device)
+
+
+@torch.no_grad()
+def _accuracy_grid(model: ModelWrapper, data, params: dict[str, Any], severities: list[int],
+                   ctx: CheckContext) -> tuple[float, dict[str, list[float]]]:
+    """Clean accuracy and {corruption: [accuracy per severity]}; seeded per cell, so a
+    cell's corrupted images do not depend on which other cells run."""
+    device, batch = model.device, params["batch_size"]
+    y = data.y.to(device)
+    clean = float((model.predict(data.x, batch_size=batch) == y).float().mean())
+    grid: dict[str, list[float]] = {}
+    for index, name in enumerate(progress_bar(params["corruptions"], desc="corruptions",
+                                              enabled=ctx.progress)):
+        row = []
+        for severity in severities:
+            gen = torch.Generator(device=device).manual_seed(ctx.seed * 1000 + index * 10 + severity)
+            correct = 0
+            for start in range(0, len(data), batch):
+                xb = corrupt(data.x[start:start + batch].to(device), name, severity, generator=gen)
+                correct += int((model(xb).argmax(1) == y[start:start + batch]).sum())
+            row.append(correct / len(data))
+        grid[name] = row
+    return clean, grid
+
+
+def _mce(ours: tuple[float, dict[str, list[float]]],
+         base: tuple[float, dict[str, list[float]]]) -> dict[str, float]:
+    """mCE and relative mCE; a corruption that does not degrade the baseline at all has
+    no relative CE and is left out of that mean (NaN when none is left)."""
+    clean_err, base_clean_err = 1 - ours[0], 1 - base[0]
+    ce, relative = [], []
+    for name, row in ours[1].items():
+        err = [1 - a for a in row]
+        base_err = [1 - a for a in base[1][name]]
+        if sum(base_err) > 0:
+            ce.append(sum(err) / sum(base_err))
+        base_drop = sum(b - base_clean_err for b in base_err)
+        if base_drop > 1e-9:
+            relative.append(sum(e - clean_err for e in err) / base_drop)
+    nan = float("nan")
+    return {"mce": sum(ce) / len(ce) if ce else nan,
+            "relative_mce": sum(relative) / len(relative) if relative else nan}
