@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from assay.attacks.evasion import FGSM, PGD
+from assay.attacks.evasion import DeepFool, FGSM, PGD
 from assay.core.model import ModelWrapper
 from assay.errors import AssayValueError
 
@@ -15,6 +15,8 @@ ATTACKS = {
     "pgd-l2": (lambda **kw: PGD(eps=0.5, norm="l2", steps=5, seed=0, **kw)),
     "fgsm-linf": (lambda **kw: FGSM(eps=0.1, **kw)),
     "fgsm-l2": (lambda **kw: FGSM(eps=0.5, norm="l2", **kw)),
+    "deepfool-l2": (lambda **kw: DeepFool(max_iter=10, **kw)),
+    "deepfool-linf": (lambda **kw: DeepFool(norm="linf", max_iter=10, **kw)),
 }
 BAD_PARAMETERS = {
     "pgd": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=0.1, steps=-1),
@@ -22,8 +24,10 @@ BAD_PARAMETERS = {
             dict(eps=float("nan")), dict(eps=0.1, targeted="yes")],
     "fgsm": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=float("inf")),
              dict(eps=0.1, targeted=1), dict(eps=0.1, batch_size=0)],
+    "deepfool": [dict(norm="l1"), dict(overshoot=-0.1), dict(overshoot=float("nan")),
+                 dict(max_iter=0), dict(num_candidates=1), dict(batch_size=0)],
 }
-CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM}
+CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM, "deepfool": DeepFool}
 
 
 @pytest.fixture

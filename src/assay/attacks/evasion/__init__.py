@@ -2,5 +2,6 @@
 from .base import AttackResult, EvasionAttack
 from .pgd import PGD
 from .fgsm import FGSM
+from .deepfool import DeepFool
 
-__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM"]
+__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "DeepFool"]
