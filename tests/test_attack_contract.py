@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from assay.attacks.evasion import DeepFool, FGSM, PGD
+from assay.attacks.evasion import APGD, DeepFool, FGSM, PGD
 from assay.core.model import ModelWrapper
 from assay.errors import AssayValueError
 
@@ -15,6 +15,10 @@ ATTACKS = {
     "pgd-l2": (lambda **kw: PGD(eps=0.5, norm="l2", steps=5, seed=0, **kw)),
     "fgsm-linf": (lambda **kw: FGSM(eps=0.1, **kw)),
     "fgsm-l2": (lambda **kw: FGSM(eps=0.5, norm="l2", **kw)),
+    "apgd-linf-ce": (lambda **kw: APGD(eps=0.1, n_iter=5, seed=0, **kw)),
+    "apgd-l2-dlr": (lambda **kw: APGD(eps=0.5, norm="l2", loss="dlr", n_iter=5, seed=0, **kw)),
+    "apgd-linf-dlr-t": (lambda **kw: APGD(eps=0.1, loss="dlr-targeted", target_class_rank=2,
+                                          n_iter=5, seed=0, **kw)),
     "deepfool-l2": (lambda **kw: DeepFool(max_iter=10, **kw)),
     "deepfool-linf": (lambda **kw: DeepFool(norm="linf", max_iter=10, **kw)),
 }
@@ -24,10 +28,15 @@ BAD_PARAMETERS = {
             dict(eps=float("nan")), dict(eps=0.1, targeted="yes")],
     "fgsm": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=float("inf")),
              dict(eps=0.1, targeted=1), dict(eps=0.1, batch_size=0)],
+    "apgd": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=0.1, n_iter=-1),
+             dict(eps=0.1, n_restarts=0), dict(eps=0.1, loss="hinge"), dict(eps=0.1, rho=1.0),
+             dict(eps=0.1, alpha=0.0), dict(eps=0.1, seed=-1), dict(eps=0.1, loss="dlr-targeted"),
+             dict(eps=0.1, loss="dlr", targeted=True), dict(eps=0.1, target_class_rank=1),
+             dict(eps=0.1, targeted=True, target_class_rank=2)],
     "deepfool": [dict(norm="l1"), dict(overshoot=-0.1), dict(overshoot=float("nan")),
                  dict(max_iter=0), dict(num_candidates=1), dict(batch_size=0)],
 }
-CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM, "deepfool": DeepFool}
+CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM, "apgd": APGD, "deepfool": DeepFool}
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from .base import AttackResult, EvasionAttack
 from .pgd import PGD
 from .fgsm import FGSM
+from .apgd import APGD
 from .deepfool import DeepFool
 
-__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "DeepFool"]
+__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "DeepFool"]

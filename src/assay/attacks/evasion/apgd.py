@@ -1,0 +1,253 @@
+"""Auto-PGD (APGD): PGD with momentum and a step size that adapts itself.
+
+Reference: F. Croce, M. Hein. "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks". ICML 2020.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ...errors import AssayValueError
+from .._projection import Norm, ascent_direction, project, random_in_ball
+from .base import AttackResult, EvasionAttack
+
+Loss = Literal["ce", "dlr", "dlr-targeted"]
+
+
+def apgd_checkpoints(n_iter: int) -> list[int]:
+    """Iterations where APGD may halve its step: ``ceil(p_j * n_iter)`` with p_0 = 0,
+    p_1 = 0.22 and p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (Croce & Hein, sec. 3.1)."""
+    p = [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(q * n_iter) for q in p[1:]} - {0})
+
+
+def dlr_loss(logits: Tensor, label: Tensor) -> Tensor:
+    """Difference-of-logits ratio, per sample: -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)."""
+    top = logits.topk(3, dim=1).values
+    z_y = logits.gather(1, label[:, None]).squeeze(1)
+    other = logits.scatter(1, label[:, None], float("-inf")).amax(dim=1)
+    return -(z_y - other) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def dlr_targeted_loss(logits: Tensor, label: Tensor, target: Tensor) -> Tensor:
+    """Targeted DLR, per sample: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)."""
+    top = logits.topk(4, dim=1).values
+    z_y = logits.gather(1, label[:, None]).squeeze(1)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+class APGD(EvasionAttack):
+    """APGD in an Linf or L2 ball on the cross-entropy or the DLR loss.
+
+    From a random start the first step has size ``2 * eps``; every later step mixes the
+    projected gradient step with the previous move (momentum ``alpha``). At checkpoints
+    (``apgd_checkpoints``) each sample halves its step and restarts from its highest-loss
+    point when the loss rose in fewer than ``rho`` of the steps since the last checkpoint,
+    or when neither the step nor the best loss changed since then. Samples that reach the
+    goal stop being attacked (early stop) and keep the first adversarial point found; the
+    others return their highest-loss point. Each restart attacks only the robust samples.
+
+    Parameters (keyword-only)
+    -------------------------
+    eps : float >= 0 - radius of the ball. ``eps=0`` returns the inputs unchanged.
+    norm : {"linf", "l2"}, default "linf"
+    n_iter : int >= 0, default 100 - steps per restart (``n_iter + 1`` gradients).
+    n_restarts : int >= 1, default 1
+    loss : {"ce", "dlr", "dlr-targeted"}, default "ce" - "dlr-targeted" needs
+        ``targeted=True`` or ``target_class_rank``, and at least 4 classes ("dlr": 3).
+    targeted : bool, default False - when True, ``y`` holds target classes; success means
+        reaching them. With "ce" the attack minimises the target's cross-entropy; with
+        "dlr-targeted" the class the model predicts on the clean input plays ``y``.
+    target_class_rank : int >= 2 or None, default None - untargeted run (``y`` holds the
+        labels, success is any misclassification) that pushes towards the class ranked
+        this high on the clean logits (2: the runner-up), as APGD-T in AutoAttack.
+    rho : float in (0, 1), default 0.75 - the fraction of rising steps below which the
+        step is halved.
+    alpha : float in (0, 1], default 0.75 - weight of the new step against the momentum.
+    early_stop : bool, default True
+    seed : int or None, default None - seeds the random starts (None: fresh randomness)
+    batch_size : int or None, default None - split the inputs into batches of this size
+
+    Shapes: ``x`` [N, ...] in the model's bounds, ``y`` [N] int64; returns ``x_adv`` like ``x``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    >>> x, y = torch.rand(8, 1, 2, 2), torch.randint(0, 3, (8,))
+    >>> result = APGD(eps=0.1, n_iter=10, seed=0).run(model, x, y)
+    >>> bool(((result.x_adv - x).abs() <= 0.1 + 1e-6).all()), result.success.shape
+    (True, torch.Size([8]))
+    """
+
+    def __init__(self, *, eps: float, norm: Norm = "linf", n_iter: int = 100,
+                 n_restarts: int = 1, loss: Loss = "ce", targeted: bool = False,
+                 target_class_rank: int | None = None, rho: float = 0.75,
+                 alpha: float = 0.75, early_stop: bool = True, seed: int | None = None,
+                 batch_size: int | None = None) -> None:
+        owner = "APGD"
+        self.eps = check_float("eps", eps, owner, low=0.0)
+        self.norm: Norm = check_choice("norm", norm, ("linf", "l2"), owner)
+        self.n_iter = check_int("n_iter", n_iter, owner, low=0)
+        self.n_restarts = check_int("n_restarts", n_restarts, owner, low=1)
+        self.targeted = check_bool("targeted", targeted, owner)
+        if target_class_rank is not None:
+            if self.targeted:
+                check_choice("target_class_rank", target_class_rank, (None,),
+                             "APGD with targeted=True")
+            check_int("target_class_rank", target_class_rank, owner, low=2)
+        self.target_class_rank = target_class_rank
+        if self.targeted or target_class_rank is not None:
+            self.loss: Loss = check_choice("loss", loss, ("ce", "dlr-targeted"),
+                                           "APGD with a target")
+        else:
+            self.loss = check_choice("loss", loss, ("ce", "dlr"), "APGD without a target")
+        self.rho = check_float("rho", rho, owner, low=0.0, high=1.0, low_open=True,
+                               high_open=True)
+        self.alpha = check_float("alpha", alpha, owner, low=0.0, high=1.0, low_open=True)
+        self.early_stop = check_bool("early_stop", early_stop, owner)
+        self.seed = check_optional_seed("seed", seed, owner)
+        self.batch_size = None if batch_size is None else check_int(
+            "batch_size", batch_size, owner, low=1)
+
+    def _objective(self, logits: Tensor, label: Tensor, target: Tensor | None) -> Tensor:
+        """The per-sample loss the attack maximises."""
+        if self.loss == "ce":
+            if target is None:
+                return F.cross_entropy(logits, label, reduction="none")
+            return -F.cross_entropy(logits, target, reduction="none")
+        if self.loss == "dlr":
+            return dlr_loss(logits, label)
+        return dlr_targeted_loss(logits, label, target)
+
+    def _evaluate(self, model: nn.Module, point: Tensor, label: Tensor,
+                  target: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        point = point.detach().requires_grad_(True)
+        logits = model(point)
+        loss = self._objective(logits, label, target)
+        grad, = torch.autograd.grad(loss.sum(), point)
+        return loss.detach(), grad.detach(), logits.detach()
+
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
+             hi: float) -> AttackResult:
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        x_adv = x.detach().clone()
+        success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        queries = 0
+        if self.eps == 0 or len(x) == 0:
+            with torch.no_grad():
+                pred = model(x_adv).argmax(dim=1)
+            return AttackResult(x_adv, pred == y if self.targeted else pred != y, len(x))
+        label, target = y, None
+        if self.targeted or self.target_class_rank is not None:
+            with torch.no_grad():
+                clean = model(x)
+            queries += len(x)
+            need = {"ce": 2, "dlr-targeted": 4}[self.loss]
+            if self.target_class_rank is not None:
+                need = max(need, self.target_class_rank)
+            if clean.shape[1] < need:
+                raise AssayValueError(f"APGD: this setting needs at least {need} classes; "
+                                      f"the model has {clean.shape[1]}.")
+            if self.targeted:
+                label, target = clean.argmax(dim=1), y
+            else:
+                target = clean.argsort(dim=1, descending=True)[:, self.target_class_rank - 1]
+        elif self.loss == "dlr":
+            with torch.no_grad():
+                classes = model(x[:1]).shape[1]
+            queries += 1
+            if classes < 3:
+                raise AssayValueError(f"APGD: loss 'dlr' needs at least 3 classes; the model "
+                                      f"has {classes}.")
+        checkpoints = apgd_checkpoints(self.n_iter)
+        view = (-1,) + (1,) * (x.ndim - 1)
+
+        def achieved(logits: Tensor, lab: Tensor, tgt: Tensor | None) -> Tensor:
+            pred = logits.argmax(dim=1)
+            return pred == tgt if self.targeted else pred != lab
+
+        def bound(point: Tensor, x0: Tensor) -> Tensor:
+            return (x0 + project(point - x0, self.norm, self.eps)).clamp(lo, hi)
+
+        for _ in range(self.n_restarts):
+            index = (~success).nonzero().squeeze(1)
+            if len(index) == 0:
+                break
+            x0, lab = x[index], label[index]
+            tgt = None if target is None else target[index]
+            start = random_in_ball(x0.shape, self.norm, self.eps, device=x.device,
+                                   dtype=x.dtype, generator=generator)
+            cur = (x0 + start).clamp(lo, hi)
+            loss, grad, logits = self._evaluate(model, cur, lab, tgt)
+            queries += len(cur)
+            state = dict(index=index, x0=x0, lab=lab, cur=cur, prev=cur.clone(), evaluated=cur, loss=loss,
+                         grad=grad, best_x=cur.clone(), best_loss=loss.clone(),
+                         best_grad=grad.clone(),
+                         eta=torch.full((len(cur),), 2 * self.eps, device=x.device, dtype=x.dtype),
+                         rises=torch.zeros(len(cur), device=x.device),
+                         reduced=torch.zeros(len(cur), dtype=torch.bool, device=x.device),
+                         best_at_check=loss.clone())
+            if tgt is not None:
+                state["tgt"] = tgt
+            last_check = 0
+            for k in range(self.n_iter + 1):
+                # Record the point just evaluated; drop the samples it broke.
+                done = achieved(logits, state["lab"], state.get("tgt")) & ~success[state["index"]]
+                hit = state["index"][done]
+                x_adv[hit] = state["evaluated"][done]
+                success[hit] = True
+                if k == self.n_iter:
+                    rest = ~success[state["index"]]
+                    x_adv[state["index"][rest]] = state["best_x"][rest]
+                    break
+                if self.early_stop and bool(done.any()):
+                    keep = ~done
+                    state = {key: value[keep] for key, value in state.items()}
+                    if len(state["index"]) == 0:
+                        break
+                s = state
+                with torch.no_grad():
+                    step = s["eta"].view(view) * ascent_direction(s["grad"], self.norm)
+                    z = bound(s["cur"] + step, s["x0"])
+                    if k > 0:
+                        z = bound(s["cur"] + self.alpha * (z - s["cur"])
+                                  + (1 - self.alpha) * (s["cur"] - s["prev"]), s["x0"])
+                new_loss, new_grad, logits = self._evaluate(model, z, s["lab"], s.get("tgt"))
+                queries += len(z)
+                s["evaluated"] = z
+                s["rises"] += (new_loss > s["loss"]).to(s["rises"].dtype)
+                s["prev"], s["cur"], s["loss"], s["grad"] = s["cur"], z, new_loss, new_grad
+                better = new_loss > s["best_loss"]
+                s["best_loss"] = torch.where(better, new_loss, s["best_loss"])
+                b = better.view(view)
+                s["best_x"] = torch.where(b, z, s["best_x"])
+                s["best_grad"] = torch.where(b, new_grad, s["best_grad"])
+                if k + 1 in checkpoints:
+                    w = k + 1
+                    oscillating = s["rises"] < self.rho * (w - last_check)
+                    stalled = ~s["reduced"] & (s["best_at_check"] >= s["best_loss"])
+                    reduce = oscillating | stalled
+                    s["reduced"], s["best_at_check"] = reduce, s["best_loss"].clone()
+                    s["rises"] = torch.zeros_like(s["rises"])
+                    last_check = w
+                    s["eta"] = torch.where(reduce, s["eta"] / 2, s["eta"])
+                    r = reduce.view(view)
+                    s["cur"] = torch.where(r, s["best_x"], s["cur"])
+                    s["prev"] = torch.where(r, s["best_x"], s["prev"])
+                    s["grad"] = torch.where(r, s["best_grad"], s["grad"])
+                    s["loss"] = torch.where(reduce, s["best_loss"], s["loss"])
+        return AttackResult(x_adv, success, queries)
