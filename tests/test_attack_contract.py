@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from assay.attacks.evasion import APGD, DeepFool, FGSM, PGD
+from assay.attacks.evasion import APGD, MIFGSM, DeepFool, FGSM, PGD
 from assay.core.model import ModelWrapper
 from assay.errors import AssayValueError
 
@@ -19,6 +19,8 @@ ATTACKS = {
     "apgd-l2-dlr": (lambda **kw: APGD(eps=0.5, norm="l2", loss="dlr", n_iter=5, seed=0, **kw)),
     "apgd-linf-dlr-t": (lambda **kw: APGD(eps=0.1, loss="dlr-targeted", target_class_rank=2,
                                           n_iter=5, seed=0, **kw)),
+    "mifgsm-linf": (lambda **kw: MIFGSM(eps=0.1, steps=5, **kw)),
+    "mifgsm-l2-early": (lambda **kw: MIFGSM(eps=0.5, norm="l2", steps=5, early_stop=True, **kw)),
     "deepfool-l2": (lambda **kw: DeepFool(max_iter=10, **kw)),
     "deepfool-linf": (lambda **kw: DeepFool(norm="linf", max_iter=10, **kw)),
 }
@@ -33,10 +35,13 @@ BAD_PARAMETERS = {
              dict(eps=0.1, alpha=0.0), dict(eps=0.1, seed=-1), dict(eps=0.1, loss="dlr-targeted"),
              dict(eps=0.1, loss="dlr", targeted=True), dict(eps=0.1, target_class_rank=1),
              dict(eps=0.1, targeted=True, target_class_rank=2)],
+    "mifgsm": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=0.1, steps=-1),
+               dict(eps=0.1, step_size=0.0), dict(eps=0.1, decay=-1.0),
+               dict(eps=0.1, early_stop=None)],
     "deepfool": [dict(norm="l1"), dict(overshoot=-0.1), dict(overshoot=float("nan")),
                  dict(max_iter=0), dict(num_candidates=1), dict(batch_size=0)],
 }
-CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM, "apgd": APGD, "deepfool": DeepFool}
+CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM, "apgd": APGD, "mifgsm": MIFGSM, "deepfool": DeepFool}
 
 
 @pytest.fixture

@@ -3,6 +3,9 @@ from .base import AttackResult, EvasionAttack
 from .pgd import PGD
 from .fgsm import FGSM
 from .apgd import APGD
+from .mifgsm import MIFGSM
+from .transfer import transfer_attack
 from .deepfool import DeepFool
+from .cw import CarliniWagnerL2
 
-__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "DeepFool"]
+__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack", "DeepFool", "CarliniWagnerL2"]
