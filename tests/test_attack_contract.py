@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from assay.attacks.evasion import APGD, MIFGSM, DeepFool, FGSM, PGD
+from assay.attacks.evasion import CarliniWagnerL2, APGD, MIFGSM, DeepFool, FGSM, PGD
 from assay.core.model import ModelWrapper
 from assay.errors import AssayValueError
 
@@ -23,6 +23,7 @@ ATTACKS = {
     "mifgsm-l2-early": (lambda **kw: MIFGSM(eps=0.5, norm="l2", steps=5, early_stop=True, **kw)),
     "deepfool-l2": (lambda **kw: DeepFool(max_iter=10, **kw)),
     "deepfool-linf": (lambda **kw: DeepFool(norm="linf", max_iter=10, **kw)),
+    "cw-l2": (lambda **kw: CarliniWagnerL2(max_iter=10, binary_search_steps=2, **kw)),
 }
 BAD_PARAMETERS = {
     "pgd": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=0.1, steps=-1),
@@ -40,8 +41,12 @@ BAD_PARAMETERS = {
                dict(eps=0.1, early_stop=None)],
     "deepfool": [dict(norm="l1"), dict(overshoot=-0.1), dict(overshoot=float("nan")),
                  dict(max_iter=0), dict(num_candidates=1), dict(batch_size=0)],
+    "cw": [dict(confidence=-1.0), dict(initial_const=0.0), dict(binary_search_steps=0),
+           dict(max_iter=0), dict(lr=0.0), dict(lr=float("inf")), dict(abort_early=1),
+           dict(targeted="yes"), dict(batch_size=0)],
 }
-CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM, "apgd": APGD, "mifgsm": MIFGSM, "deepfool": DeepFool}
+CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM, "apgd": APGD, "mifgsm": MIFGSM, "deepfool": DeepFool,
+                "cw": CarliniWagnerL2}
 
 
 @pytest.fixture

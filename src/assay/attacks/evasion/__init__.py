@@ -6,5 +6,6 @@ from .apgd import APGD
 from .mifgsm import MIFGSM
 from .transfer import transfer_attack
 from .deepfool import DeepFool
+from .cw import CarliniWagnerL2
 
-__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack", "DeepFool"]
+__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack", "DeepFool", "CarliniWagnerL2"]
