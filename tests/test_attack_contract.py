@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from assay.attacks.evasion import CarliniWagnerL2, APGD, MIFGSM, DeepFool, FGSM, PGD
+from assay.attacks.evasion import FABT, CarliniWagnerL2, APGD, MIFGSM, DeepFool, FGSM, PGD
 from assay.core.model import ModelWrapper
 from assay.errors import AssayValueError
 
@@ -24,6 +24,8 @@ ATTACKS = {
     "deepfool-l2": (lambda **kw: DeepFool(max_iter=10, **kw)),
     "deepfool-linf": (lambda **kw: DeepFool(norm="linf", max_iter=10, **kw)),
     "cw-l2": (lambda **kw: CarliniWagnerL2(max_iter=10, binary_search_steps=2, **kw)),
+    "fabt-linf": (lambda **kw: FABT(eps=0.1, n_iter=5, n_target_classes=2, seed=0, **kw)),
+    "fabt-l2": (lambda **kw: FABT(eps=0.5, norm="l2", n_iter=5, n_restarts=2, seed=0, **kw)),
 }
 BAD_PARAMETERS = {
     "pgd": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=0.1, steps=-1),
@@ -44,9 +46,12 @@ BAD_PARAMETERS = {
     "cw": [dict(confidence=-1.0), dict(initial_const=0.0), dict(binary_search_steps=0),
            dict(max_iter=0), dict(lr=0.0), dict(lr=float("inf")), dict(abort_early=1),
            dict(targeted="yes"), dict(batch_size=0)],
+    "fabt": [dict(eps=0.0), dict(eps=0.1, norm="l1"), dict(eps=0.1, n_iter=0),
+             dict(eps=0.1, n_restarts=0), dict(eps=0.1, alpha_max=1.5), dict(eps=0.1, eta=0.9),
+             dict(eps=0.1, beta=0.0), dict(eps=0.1, seed=-1), dict(eps=float("nan"))],
 }
 CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM, "apgd": APGD, "mifgsm": MIFGSM, "deepfool": DeepFool,
-                "cw": CarliniWagnerL2}
+                "cw": CarliniWagnerL2, "fabt": FABT}
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from assay.attacks._projection import distance
-from assay.attacks.evasion import CarliniWagnerL2, DeepFool
+from assay.attacks.evasion import FABT, PGD, CarliniWagnerL2, DeepFool
 from assay.core.model import ModelWrapper
 
 
@@ -127,3 +127,17 @@ def test_cw_confidence_gives_a_margin(digits, digits_model):
     other = logits.scatter(1, label.view(-1, 1), float("-inf")).amax(1)
     assert bool((other - real >= 2.0 - 1e-4).all())
     assert float(result.success.float().mean()) > 0.9
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
+def test_fabt_matches_pgd100_within_eps(digits, digits_model, norm, eps):
+    _, test = digits
+    x, y = test.x, test.y
+    fab = FABT(eps=eps, norm=norm, seed=0).run(digits_model, x, y)
+    assert float(distance(fab.x_adv, x, norm).max()) <= eps * (1 + 1e-5)
+    assert float(fab.x_adv.min()) >= 0.0 and float(fab.x_adv.max()) <= 1.0
+    assert bool((digits_model.predict(fab.x_adv)[fab.success] != y[fab.success]).all())
+    pgd = PGD(eps=eps, norm=norm, steps=100, seed=0).run(digits_model, x, y)
+    fab_acc = 1 - float(fab.success.float().mean())
+    pgd_acc = 1 - float(pgd.success.float().mean())
+    assert abs(fab_acc - pgd_acc) <= 0.03, (fab_acc, pgd_acc)

@@ -7,5 +7,6 @@ from .mifgsm import MIFGSM
 from .transfer import transfer_attack
 from .deepfool import DeepFool
 from .cw import CarliniWagnerL2
+from .fab import FABT
 
-__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack", "DeepFool", "CarliniWagnerL2"]
+__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack", "DeepFool", "CarliniWagnerL2", "FABT"]
