@@ -39,8 +39,10 @@ def test_demo_writes_the_four_reports(tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
         "junit.xml", "report.html", "report.json", "summary.md"]
     report = json.loads((out / "report.json").read_text())
-    assert report["status"] == "pass"
-    assert [c["id"] for c in report["checks"]] == ["accuracy", "robustness"]
+    assert [c["id"] for c in report["checks"]] == [
+        "accuracy", "robustness", "corruptions", "calibration", "conformal", "ood"]
+    assert all(g["passed"] for c in report["checks"] for g in c["gates"])
+    assert {c["status"] for c in report["checks"]} <= {"pass", "warn"}
 
 
 def test_model_file_with_plan_and_failing_gate(tmp_path, model_file, digits_npz):

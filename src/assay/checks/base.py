@@ -35,6 +35,7 @@ class Param:
     doc: str
     allowed: tuple[Any, ...] | None = None
     low: float | None = None
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class Check(ABC):
             problem = _validate(param, value)
             if problem:
                 problems.append(problem)
-            resolved[param.name] = _normalise(param, value)
+            else:
+                resolved[param.name] = _normalise(param, value)
         if problems:
             prefix = f"{where}check {self.name!r}: "
             raise AssayValueError(prefix + "; ".join(problems))
@@ -148,12 +150,13 @@ def _validate(param: Param, value: Any) -> str | None:
         if bad:
             return (f"the {param.name!r} parameter must be one of {list(param.allowed)}; "
                     f"got {bad[0]!r}")
-    if param.low is not None:
-        numbers = [v for v in (value if isinstance(value, list) else
-                               sum(value.values(), []) if isinstance(value, dict) else [value])
-                   if is_number(v)]
-        if any(v < param.low for v in numbers):
-            return f"the {param.name!r} parameter must be >= {param.low}; got {value!r}"
+    numbers = [v for v in (value if isinstance(value, list) else
+                           sum(value.values(), []) if isinstance(value, dict) else [value])
+               if is_number(v)]
+    if param.low is not None and any(v < param.low for v in numbers):
+        return f"the {param.name!r} parameter must be >= {param.low}; got {value!r}"
+    if param.high is not None and any(v > param.high for v in numbers):
+        return f"the {param.name!r} parameter must be <= {param.high}; got {value!r}"
     return None
 
 

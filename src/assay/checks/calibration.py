@@ -41,7 +41,7 @@ class CalibrationCheck(Check):
     params = (
         Param("n_bins", "int", 15, "confidence bins", low=2),
         Param("holdout_fraction", "float", 0.5,
-              "share of the evaluation split used to fit the temperature", low=0.0),
+              "share of the evaluation split used to fit the temperature", low=0.01, high=0.99),
         Param("n", "int", None, "use the first n samples; default all", low=1),
         Param("batch_size", "int", 512, "inputs per forward pass", low=1),
     )

@@ -23,10 +23,11 @@ class ConformalCheck(Check):
     pillar = "uncertainty"
     summary = "Split conformal prediction: coverage and set size per score (LAC, APS, RAPS)."
     params = (
-        Param("alpha", "float", 0.1, "miscoverage; sets aim at 1 - alpha coverage", low=0.0),
+        Param("alpha", "float", 0.1, "miscoverage; sets aim at 1 - alpha coverage", low=0.001,
+              high=0.999),
         Param("scores", "list[str]", ["lac", "aps", "raps"], "conformal scores", allowed=SCORES),
         Param("calibration_fraction", "float", 0.5, "share of the split used to calibrate",
-              low=0.0),
+              low=0.01, high=0.99),
         Param("n", "int", None, "use the first n samples; default all", low=1),
         Param("batch_size", "int", 512, "inputs per forward pass", low=1),
     )
