@@ -17,7 +17,7 @@ Every corruption has the signature ``name(x, severity, *, generator=None, seed=N
   ``jpeg_compression`` quantises to 8 bits; the reference saves every result as uint8.
 
 Image size: CIFAR-10-C's lengths in pixels (blur radii and sigmas, motion length,
-shuffle distance, snow streaks, texture features) are multiplied by
+jitter distance, snow streaks, texture features) are multiplied by
 ``max(1, min(H, W) / 32)``: larger images get proportionally wider kernels, smaller
 ones (MNIST's 28, digits' 8) keep the CIFAR pixel values, since shrinking them would
 make the blurs sub-pixel no-ops. Relative parameters (zoom factors, pixelation ratio,
@@ -25,12 +25,12 @@ the elastic transform's fractions of the size, the fog fractal's extent) follow 
 size exactly. Grey images are processed as grey RGB where colour matters (saturate,
 frost, spatter, snow).
 
-Deliberate departures from the reference, each documented in its function: frost uses a
-procedural ice texture instead of six photographs; glass blur's sequential pixel swaps
-are vectorised as random permutations within small tiles; the elastic transform warps
-once instead of twice; spatter's water drops use the drops' outlines instead of Canny
-edges and an octagonal distance; resampling is area-averaging (pixelate) and bilinear
-(zooms) instead of PIL's and SciPy's.
+Departures from the reference, each documented in its function: frost uses a procedural
+ice texture instead of five photographs; the elastic transform warps once instead of
+twice; spatter's water drops take the drops' outlines instead of Canny edges; outputs are
+not quantised to 8 bits. The others reproduce the reference's arithmetic, its quirks
+included (glass blur's "swap" that copies, ``clipped_zoom``'s off-centre crop, PIL's box
+filter); the tests check several against SciPy, PIL and colorsys.
 
 Example:
     >>> import torch

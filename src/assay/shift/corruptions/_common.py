@@ -84,7 +84,9 @@ def corruption(impl: Impl) -> Corruption:
         if severity == 0 or x.shape[0] == 0:
             return x.clone()
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        return impl(work, severity, gen).clamp(0, 1).to(x.dtype)
+        out = impl(work, severity, gen)
+        out = out.clone() if out is x else out  # implementations return new tensors
+        return out.clamp_(0, 1).to(x.dtype)
 
     public.__name__ = name
     public.__qualname__ = impl.__qualname__
@@ -103,7 +105,7 @@ def rand(shape: Sequence[int], generator: torch.Generator | None, like: torch.Te
     """Uniform draws in [low, high) with ``like``'s dtype, on ``like``'s device."""
     u = torch.rand(tuple(shape), generator=generator, device=_draw_device(generator, like),
                    dtype=like.dtype).to(like.device)
-    return u if (low, high) == (0.0, 1.0) else u * (high - low) + low
+    return u if (low, high) == (0.0, 1.0) else u.mul_(high - low).add_(low)
 
 
 def randn(shape: Sequence[int], generator: torch.Generator | None, like: torch.Tensor,
@@ -111,7 +113,7 @@ def randn(shape: Sequence[int], generator: torch.Generator | None, like: torch.T
     """Normal draws with ``like``'s dtype, on ``like``'s device."""
     z = torch.randn(tuple(shape), generator=generator, device=_draw_device(generator, like),
                     dtype=like.dtype).to(like.device)
-    return z if (mean, std) == (0.0, 1.0) else z * std + mean
+    return z if (mean, std) == (0.0, 1.0) else z.mul_(std).add_(mean)
 
 
 def randint(high: int, shape: Sequence[int], generator: torch.Generator | None,

@@ -100,7 +100,7 @@ def box_resize_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor
     centre = (torch.arange(n_out, dtype=torch.float64, device=like.device) + 0.5) * scale
     j = torch.arange(n_in, dtype=torch.float64, device=like.device) + 0.5
     t = (j[None, :] - centre[:, None]) / max(scale, 1.0)
-    inside = ((t >= -0.5) & (t < 0.5)).to(torch.float64)
+    inside = ((t > -0.5) & (t <= 0.5)).to(torch.float64)
     lo = (centre - support + 0.5).floor().clamp(min=0)[:, None]  # PIL's window bounds
     hi = (centre + support + 0.5).floor().clamp(max=n_in)[:, None]
     inside = inside * ((j[None, :] - 0.5 >= lo) & (j[None, :] - 0.5 < hi))
@@ -137,7 +137,8 @@ def zoom_matrix(n: int, factor: float, like: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def zoom_blur_operator(h: int, w: int, factors: tuple[float, ...], device: torch.device,
                        dtype: torch.dtype) -> torch.Tensor:
-    """Sparse [H*W, H*W] operator of the mean of the image and its zooms by ``factors``."""
+    """[H*W, H*W] operator of the mean of the image and its zooms by ``factors``: dense
+    up to 64 x 64 pixels (one GEMM is fastest there), sparse (COO) beyond."""
     identity = torch.arange(h * w, device=device)
     rows, cols = [identity], [identity]
     vals = [torch.ones(h * w, dtype=torch.float64, device=device)]
@@ -153,14 +154,17 @@ def zoom_blur_operator(h: int, w: int, factors: tuple[float, ...], device: torch
     op = torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(cols)]),
                                  torch.cat(vals) / (len(factors) + 1), (h * w, h * w),
                                  check_invariants=True)
-    return op.coalesce().to(dtype)
+    op = op.coalesce().to(dtype)
+    return op.to_dense() if h * w <= 64 * 64 else op
 
 
 def apply_pixel_operator(x: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
-    """Apply an [H*W, H*W] (sparse) linear operator to every channel of every image."""
+    """Apply an [H*W, H*W] linear operator (dense or sparse) to every channel of every image."""
     n, c, h, w = x.shape
-    flat = x.reshape(n * c, h * w).transpose(0, 1)
-    return torch.sparse.mm(op, flat).transpose(0, 1).reshape(n, c, h, w)
+    flat = x.reshape(n * c, h * w)
+    if op.layout == torch.strided:
+        return (flat @ op.transpose(0, 1)).reshape(n, c, h, w)
+    return torch.sparse.mm(op, flat.transpose(0, 1)).transpose(0, 1).reshape(n, c, h, w)
 
 
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor,

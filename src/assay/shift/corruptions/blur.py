@@ -2,7 +2,7 @@
 
 Reference: D. Hendrycks and T. Dietterich, "Benchmarking Neural Network Robustness to
 Common Corruptions and Perturbations", ICLR 2019; constants of CIFAR-10-C
-(``make_cifar_c.py``). Lengths in pixels (radii, sigmas, shuffle distance) are those of
+(``make_cifar_c.py``). Lengths in pixels (radii, sigmas, jitter distance) are those of
 32 x 32 images, multiplied by ``max(1, min(H, W) / 32)`` for larger images and kept as
 they are for smaller ones (see :func:`._common.pixel_scale`). Zoom factors are relative
 and need no scaling.
@@ -154,13 +154,16 @@ def motion_blur(x: torch.Tensor, severity: int,
 @corruption
 def zoom_blur(x: torch.Tensor, severity: int,
               generator: torch.Generator | None) -> torch.Tensor:
-    """Zoom blur: the mean of the image and its centre zooms by 1, 1.01, ..., (bilinear).
+    """Zoom blur: the mean of the image and its zooms about the centre by 1, 1.01, ...
 
     Hendrycks & Dietterich, ICLR 2019. Number of zoom factors ``1 + 0.01 k`` per severity
     1..5: 7, 12, 16, 21, 26 (the reference's ``np.arange(1, 1.06 .. 1.26, 0.01)``, largest
-    factors 1.06, 1.11, 1.15, 1.20, 1.25). Factors are relative, so no size scaling. The
-    whole sum is one cached sparse [H*W, H*W] operator applied in a single product.
-    Deterministic (``generator`` and ``seed`` are accepted and unused).
+    factors 1.06, 1.11, 1.15, 1.20, 1.25). Each zoom is the reference's ``clipped_zoom``
+    (crop ceil(size / factor) pixels, first at (size - crop) // 2, linear resize, keep
+    the centre), so it is slightly off-centre as there. Factors are relative, so no size
+    scaling. The whole mean is one cached [H*W, H*W] linear operator (dense up to 64 x 64
+    pixels, sparse beyond) applied in a single product. Deterministic (``generator`` and
+    ``seed`` are accepted and unused).
 
     Args:
         x: images [N, C, H, W], C in {1, 3}, float, values in [0, 1].

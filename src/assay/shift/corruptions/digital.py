@@ -117,8 +117,8 @@ def pixelate(x: torch.Tensor, severity: int,
 
     Hendrycks & Dietterich, ICLR 2019 (PIL's ``BOX`` resampling). Ratio r per severity
     1..5: 0.95, 0.9, 0.85, 0.75, 0.65, applied to height and width; relative, so no size
-    scaling. Resampling is area averaging; both steps fold into one [H, H] and one [W, W]
-    matrix. Deterministic (``generator`` and ``seed`` are unused).
+    scaling. Resampling has PIL's box-filter weights; both steps fold into one [H, H]
+    and one [W, W] matrix. Deterministic (``generator`` and ``seed`` are unused).
 
     Args:
         x: images [N, C, H, W], C in {1, 3}, float, values in [0, 1].

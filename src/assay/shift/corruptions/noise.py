@@ -42,7 +42,7 @@ def gaussian_noise(x: torch.Tensor, severity: int,
         >>> gaussian_noise(x, 3, seed=0).shape
         torch.Size([4, 3, 32, 32])
     """
-    return x + randn(x.shape, generator, x, std=GAUSSIAN_STD[severity - 1])
+    return randn(x.shape, generator, x, std=GAUSSIAN_STD[severity - 1]).add_(x)
 
 
 @corruption
@@ -67,7 +67,7 @@ def shot_noise(x: torch.Tensor, severity: int,
         torch.Size([2, 1, 28, 28])
     """
     rate = SHOT_RATE[severity - 1]
-    return poisson(x * rate, generator) / rate
+    return poisson(x * rate, generator).div_(rate)
 
 
 @corruption
@@ -94,8 +94,7 @@ def impulse_noise(x: torch.Tensor, severity: int,
     """
     amount = IMPULSE_AMOUNT[severity - 1]
     u = rand(x.shape, generator, x)
-    salted = torch.where(u < amount, torch.ones_like(x), x)
-    return torch.where(u < amount / 2, torch.zeros_like(x), salted)
+    return torch.where(u < amount, (u >= amount / 2).to(x.dtype), x)  # pepper, then salt
 
 
 @corruption
@@ -119,4 +118,4 @@ def speckle_noise(x: torch.Tensor, severity: int,
         >>> speckle_noise(torch.rand(2, 3, 32, 32), 4, seed=0).shape
         torch.Size([2, 3, 32, 32])
     """
-    return x + x * randn(x.shape, generator, x, std=SPECKLE_STD[severity - 1])
+    return randn(x.shape, generator, x, std=SPECKLE_STD[severity - 1]).add_(1).mul_(x)

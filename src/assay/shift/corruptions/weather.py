@@ -209,20 +209,33 @@ def fog(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> to
 
 
 # --------------------------------------------------------------------------- spatter
+def _dilate(mask: torch.Tensor, square: bool) -> torch.Tensor:
+    """Binary dilation of a {0, 1} float mask by the 3 x 3 square or the 3 x 3 cross."""
+    p = F.pad(mask, (1, 1, 1, 1))
+    rows = torch.maximum(torch.maximum(p[..., :-2, 1:-1], p[..., 1:-1, 1:-1]), p[..., 2:, 1:-1])
+    if square:
+        p = F.pad(rows, (1, 1))
+        return torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
+    return torch.maximum(torch.maximum(rows, p[..., 1:-1, :-2]), p[..., 1:-1, 2:])
+
+
 def _distance_to(edges: torch.Tensor, limit: int) -> torch.Tensor:
-    """Distance [N, 1, H, W] from each pixel to the nearest ``edges`` pixel, capped at
-    ``limit``: the number of dilations needed to reach it, alternating 3 x 3 square and
-    cross steps (an octagonal approximation of the Euclidean distance)."""
-    front = edges.to(torch.float32)
-    distance = torch.zeros_like(front)
-    for k in range(min(limit, sum(edges.shape[-2:]))):
-        distance += 1 - front
-        if k % 2 == 0:
-            front = F.max_pool2d(front, 3, stride=1, padding=1)
-        else:
-            front = torch.maximum(F.max_pool2d(front, (3, 1), stride=1, padding=(1, 0)),
-                                  F.max_pool2d(front, (1, 3), stride=1, padding=(0, 1)))
-    return torch.where(front > 0, distance, torch.full_like(distance, limit))
+    """Euclidean distance [N, 1, H, W] from each pixel to the nearest ``edges`` pixel,
+    capped at ``limit`` (also where an image has no edge). Exact: the distance along
+    each row comes from running max / min of edge positions, then each column takes
+    the minimum of ``row_distance(y') ** 2 + (y - y') ** 2`` over |y - y'| <= limit."""
+    w = edges.shape[-1]
+    mask = edges[:, 0]  # [N, H, W]
+    cols = torch.arange(w, device=edges.device, dtype=torch.float32).expand_as(mask)
+    big = float(2 * w + limit)
+    left = torch.where(mask, cols, -big).cummax(-1).values  # last edge at or left of x
+    right = torch.where(mask, cols, big).flip(-1).cummin(-1).values.flip(-1)
+    across = torch.minimum(cols - left, right - cols).clamp_(max=limit) ** 2
+    best = across.clone()
+    for dy in range(1, min(limit, mask.shape[1] - 1) + 1):
+        torch.minimum(best[:, dy:], across[:, :-dy] + dy * dy, out=best[:, dy:])
+        torch.minimum(best[:, :-dy], across[:, dy:] + dy * dy, out=best[:, :-dy])
+    return best.clamp_(max=limit * limit).sqrt_().unsqueeze(1)
 
 
 def _equalise(levels: torch.Tensor, count: int) -> torch.Tensor:
@@ -240,14 +253,14 @@ def _equalise(levels: torch.Tensor, count: int) -> torch.Tensor:
 
 def _water(liquid: torch.Tensor, intensity: float, s: float) -> torch.Tensor:
     """Shading [N, 1, H, W] of water drops: the reference's relief of the distance to the
-    drops' outlines (distance capped at 20 px, 3 x 3 blur, equalised, embossed, 3 x 3
+    drops' outlines (Euclidean, capped at 20 px, 3 x 3 blur, equalised, embossed, 3 x 3
     blur) times the liquid layer, scaled to max ``intensity`` per image. Outlines are the
     drops' inner boundary pixels instead of Canny edges."""
     box = torch.full((3, 3), 1 / 9, dtype=liquid.dtype, device=liquid.device)
     emboss = torch.tensor([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=liquid.dtype,
                           device=liquid.device)
     wet = (liquid > 0).to(liquid.dtype)
-    outline = wet * (1 - (-F.max_pool2d(-wet, 3, stride=1, padding=1)))
+    outline = wet * _dilate(1 - wet, square=True)  # wet pixels next to a dry one
     limit = round(20 * s)
     dist = _distance_to(outline > 0, limit).to(liquid.dtype)
     dist = conv2d_same(dist, box, "reflect").floor()
