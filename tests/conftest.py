@@ -2,7 +2,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from assay.core import zoo
 from assay.core.loaders import load_digits

@@ -1,7 +1,5 @@
 """The corruptions check through the runner (the transforms have their own tests)."""
 
-import math
-
 import pytest
 import torch
 

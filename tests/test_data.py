@@ -1,5 +1,4 @@
 import gzip
-import io
 import pickle
 
 import numpy as np
@@ -39,16 +38,16 @@ def test_bad_specs(spec):
         parse_spec(spec)
 
 
-def test_load_data_spec_for_digits():
+def test_load_data_spec_for_digits(monkeypatch):
     data = load_data("digits:test:50")
     assert len(data) == 50 and data.split == "test"
     with pytest.raises(AssayValueError, match="Unknown data set"):
         load_data("svhn")
     with pytest.raises(AssayValueError, match="Unknown split"):
         load_data("digits:val")
+    monkeypatch.delenv("ASSAY_DATA_DIR", raising=False)
     with pytest.raises(AssayValueError, match="ASSAY_DATA_DIR"):
-        load_data("mnist", data_root=None) if "ASSAY_DATA_DIR" not in __import__("os").environ \
-            else (_ for _ in ()).throw(AssayValueError("ASSAY_DATA_DIR"))
+        load_data("mnist")
 
 
 @pytest.mark.parametrize("make,match", [

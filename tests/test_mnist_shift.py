@@ -1,7 +1,6 @@
 """Distribution-shift checks on the real MNIST with a zoo CNN (skipped without the data)."""
 
 import pytest
-import torch
 
 from assay.audit.plan import plan_from_dict
 from assay.audit.runner import run_audit

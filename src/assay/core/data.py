@@ -66,8 +66,7 @@ class Dataset:
         """The first ``n`` samples (all when ``n`` is None or larger than the split)."""
         if n is None or n >= len(self):
             return self
-        return Dataset(self.x[:n], self.y[:n], self.name, self.split, self.classes,
-                       None if self.group is None else self.group[:n], self.source)
+        return self.take(torch.arange(n))
 
     def take(self, index: Tensor, split: str | None = None) -> Dataset:
         """The samples at ``index``, as a new split (named ``split`` when given)."""

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
 from ...errors import AssayValueError
 from .._projection import Norm, ascent_direction, project, random_in_ball
-from .base import AttackResult, EvasionAttack
+from .base import AttackResult, EvasionAttack, check_batch_size
 
 Loss = Literal["ce", "dlr", "dlr-targeted"]
 
@@ -118,8 +118,7 @@ class APGD(EvasionAttack):
         self.alpha = check_float("alpha", alpha, owner, low=0.0, high=1.0, low_open=True)
         self.early_stop = check_bool("early_stop", early_stop, owner)
         self.seed = check_optional_seed("seed", seed, owner)
-        self.batch_size = None if batch_size is None else check_int(
-            "batch_size", batch_size, owner, low=1)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     def _objective(self, logits: Tensor, label: Tensor, target: Tensor | None) -> Tensor:
         """The per-sample loss the attack maximises."""
@@ -149,8 +148,7 @@ class APGD(EvasionAttack):
         queries = 0
         if self.eps == 0 or len(x) == 0:
             with torch.no_grad():
-                pred = model(x_adv).argmax(dim=1)
-            return AttackResult(x_adv, pred == y if self.targeted else pred != y, len(x))
+                return AttackResult(x_adv, self._achieved(model(x_adv), y), len(x))
         label, target = y, None
         if self.targeted or self.target_class_rank is not None:
             with torch.no_grad():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..._params import check_int
 from ...errors import AssayValueError
 
 
@@ -31,10 +32,20 @@ def model_bounds(model: nn.Module, default: tuple[float, float] = (0.0, 1.0)) ->
     return tuple(bounds) if bounds is not None else default  # type: ignore[return-value]
 
 
+def check_batch_size(batch_size: int | None, owner: str) -> int | None:
+    return None if batch_size is None else check_int("batch_size", batch_size, owner, low=1)
+
+
 class EvasionAttack:
     """Base class: subclasses implement ``_run(model, x, y, lo, hi)`` on one batch."""
 
     batch_size: int | None = None
+    targeted: bool = False
+
+    def _achieved(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Per sample: the goal is reached (the target class, or any wrong class)."""
+        pred = logits.argmax(dim=1)
+        return pred == y if self.targeted else pred != y
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for ``x`` with labels (or, when targeted, targets) ``y``."""

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..._params import check_bool, check_float, check_int
-from .base import AttackResult, EvasionAttack
+from .base import AttackResult, EvasionAttack, check_batch_size
 
 _BIG = 1e10
 
@@ -74,8 +74,7 @@ class CarliniWagnerL2(EvasionAttack):
         self.lr = check_float("lr", lr, owner, low=0.0, low_open=True)
         self.abort_early = check_bool("abort_early", abort_early, owner)
         self.targeted = check_bool("targeted", targeted, owner)
-        self.batch_size = None if batch_size is None else check_int(
-            "batch_size", batch_size, owner, low=1)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     def _margins(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """(loss term f, goal reached) per sample."""

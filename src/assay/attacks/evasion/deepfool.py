@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..._params import check_choice, check_float, check_int
 from .._projection import Norm
-from .base import AttackResult, EvasionAttack
+from .base import AttackResult, EvasionAttack, check_batch_size
 
 _TINY = 1e-12
 
@@ -65,8 +65,7 @@ class DeepFool(EvasionAttack):
         self.overshoot = check_float("overshoot", overshoot, owner, low=0.0)
         self.max_iter = check_int("max_iter", max_iter, owner, low=1)
         self.num_candidates = check_int("num_candidates", num_candidates, owner, low=2)
-        self.batch_size = None if batch_size is None else check_int(
-            "batch_size", batch_size, owner, low=1)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..._params import check_choice, check_float, check_int
 from .._projection import Norm, distance, random_in_ball
-from .base import AttackResult, EvasionAttack
+from .base import AttackResult, EvasionAttack, check_batch_size
 
 _BISECTION_STEPS = 40
 
@@ -108,8 +108,7 @@ class FABT(EvasionAttack):
         if seed is not None:
             check_int("seed", seed, owner, low=0)
         self.seed = seed
-        self.batch_size = None if batch_size is None else check_int(
-            "batch_size", batch_size, owner, low=1)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:

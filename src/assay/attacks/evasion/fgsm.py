@@ -10,9 +10,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..._params import check_bool, check_choice, check_float, check_int
+from ..._params import check_bool, check_choice, check_float
 from .._projection import Norm, ascent_direction
-from .base import AttackResult, EvasionAttack
+from .base import AttackResult, EvasionAttack, check_batch_size
 
 
 class FGSM(EvasionAttack):
@@ -50,12 +50,7 @@ class FGSM(EvasionAttack):
         self.eps = check_float("eps", eps, owner, low=0.0)
         self.norm: Norm = check_choice("norm", norm, ("linf", "l2"), owner)
         self.targeted = check_bool("targeted", targeted, owner)
-        self.batch_size = None if batch_size is None else check_int(
-            "batch_size", batch_size, owner, low=1)
-
-    def _achieved(self, logits: Tensor, y: Tensor) -> Tensor:
-        pred = logits.argmax(dim=1)
-        return pred == y if self.targeted else pred != y
+        self.batch_size = check_batch_size(batch_size, owner)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:

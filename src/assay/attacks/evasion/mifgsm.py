@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from ..._params import check_bool, check_choice, check_float, check_int
 from .._projection import Norm, ascent_direction, project
-from .base import AttackResult, EvasionAttack
+from .base import AttackResult, EvasionAttack, check_batch_size
 
 
 class MIFGSM(EvasionAttack):
@@ -63,16 +63,11 @@ class MIFGSM(EvasionAttack):
         self.decay = check_float("decay", decay, owner, low=0.0)
         self.targeted = check_bool("targeted", targeted, owner)
         self.early_stop = check_bool("early_stop", early_stop, owner)
-        self.batch_size = None if batch_size is None else check_int(
-            "batch_size", batch_size, owner, low=1)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     @property
     def alpha(self) -> float:
         return self.step_size if self.step_size is not None else self.eps / max(self.steps, 1)
-
-    def _achieved(self, logits: Tensor, y: Tensor) -> Tensor:
-        pred = logits.argmax(dim=1)
-        return pred == y if self.targeted else pred != y
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
 from .._projection import Norm, ascent_direction, project, random_in_ball
-from .base import AttackResult, EvasionAttack
+from .base import AttackResult, EvasionAttack, check_batch_size
 
 
 class PGD(EvasionAttack):
@@ -69,18 +69,13 @@ class PGD(EvasionAttack):
         self.targeted = check_bool("targeted", targeted, owner)
         self.early_stop = check_bool("early_stop", early_stop, owner)
         self.seed = check_optional_seed("seed", seed, owner)
-        self.batch_size = None if batch_size is None else check_int(
-            "batch_size", batch_size, owner, low=1)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     @property
     def alpha(self) -> float:
         if self.step_size is not None:
             return self.step_size
         return 2.5 * self.eps / max(self.steps, 1)
-
-    def _achieved(self, logits: Tensor, y: Tensor) -> Tensor:
-        pred = logits.argmax(dim=1)
-        return pred == y if self.targeted else pred != y
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:
