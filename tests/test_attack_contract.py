@@ -6,13 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from assay.attacks.evasion import FABT, CarliniWagnerL2, APGD, MIFGSM, DeepFool, FGSM, PGD
+from assay.attacks.evasion import (APGD, FABT, FGSM, MIFGSM, PGD, CarliniWagnerL2, DeepFool,
+                                   HopSkipJump, Square)
 from assay.core.model import ModelWrapper
 from assay.errors import AssayValueError
 
 ATTACKS = {
     "pgd-linf": (lambda **kw: PGD(eps=0.1, steps=5, seed=0, **kw)),
     "pgd-l2": (lambda **kw: PGD(eps=0.5, norm="l2", steps=5, seed=0, **kw)),
+    "pgd-l1": (lambda **kw: PGD(eps=2.0, norm="l1", steps=5, seed=0, **kw)),
     "fgsm-linf": (lambda **kw: FGSM(eps=0.1, **kw)),
     "fgsm-l2": (lambda **kw: FGSM(eps=0.5, norm="l2", **kw)),
     "apgd-linf-ce": (lambda **kw: APGD(eps=0.1, n_iter=5, seed=0, **kw)),
@@ -26,11 +28,19 @@ ATTACKS = {
     "cw-l2": (lambda **kw: CarliniWagnerL2(max_iter=10, binary_search_steps=2, **kw)),
     "fabt-linf": (lambda **kw: FABT(eps=0.1, n_iter=5, n_target_classes=2, seed=0, **kw)),
     "fabt-l2": (lambda **kw: FABT(eps=0.5, norm="l2", n_iter=5, n_restarts=2, seed=0, **kw)),
+    "hsj-l2": (lambda **kw: HopSkipJump(num_iterations=2, init_num_evals=20, seed=0, **kw)),
+    "hsj-linf-eps-t": (lambda **kw: HopSkipJump(norm="linf", eps=0.3, targeted=True,
+                                                num_iterations=2, init_num_evals=20,
+                                                init_trials=10, seed=0, **kw)),
+    "square-linf": (lambda **kw: Square(eps=0.1, n_queries=20, seed=0, **kw)),
+    "square-l2": (lambda **kw: Square(eps=0.5, norm="l2", n_queries=20, n_restarts=2, seed=0,
+                                      **kw)),
 }
 BAD_PARAMETERS = {
-    "pgd": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=0.1, steps=-1),
+    "pgd": [dict(eps=-0.1), dict(eps=0.1, norm="l3"), dict(eps=0.1, steps=-1),
             dict(eps=0.1, restarts=0), dict(eps=0.1, step_size=0.0), dict(eps=0.1, seed=-2),
-            dict(eps=float("nan")), dict(eps=0.1, targeted="yes")],
+            dict(eps=float("nan")), dict(eps=0.1, targeted="yes"),
+            dict(eps=0.1, norm="l1", l1_percentile=100.0)],
     "fgsm": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=float("inf")),
              dict(eps=0.1, targeted=1), dict(eps=0.1, batch_size=0)],
     "apgd": [dict(eps=-0.1), dict(eps=0.1, norm="l1"), dict(eps=0.1, n_iter=-1),
@@ -49,9 +59,17 @@ BAD_PARAMETERS = {
     "fabt": [dict(eps=0.0), dict(eps=0.1, norm="l1"), dict(eps=0.1, n_iter=0),
              dict(eps=0.1, n_restarts=0), dict(eps=0.1, alpha_max=1.5), dict(eps=0.1, eta=0.9),
              dict(eps=0.1, beta=0.0), dict(eps=0.1, seed=-1), dict(eps=float("nan"))],
+    "hsj": [dict(norm="l1"), dict(eps=-0.1), dict(eps=float("nan")), dict(num_iterations=-1),
+            dict(max_num_evals=0), dict(init_num_evals=200, max_num_evals=100), dict(gamma=0.0),
+            dict(init_trials=0), dict(query_batch_size=0), dict(seed=-1), dict(targeted="yes"),
+            dict(early_stop=1), dict(batch_size=0)],
+    "square": [dict(eps=0.0), dict(eps=0.1, norm="l1"), dict(eps=0.1, n_queries=0),
+               dict(eps=0.1, p_init=0.0), dict(eps=0.1, p_init=1.5), dict(eps=0.1, n_restarts=0),
+               dict(eps=0.1, loss="dlr"), dict(eps=0.1, targeted=1), dict(eps=0.1, seed=-1),
+               dict(eps=float("nan")), dict(eps=0.1, batch_size=0)],
 }
 CONSTRUCTORS = {"pgd": PGD, "fgsm": FGSM, "apgd": APGD, "mifgsm": MIFGSM, "deepfool": DeepFool,
-                "cw": CarliniWagnerL2, "fabt": FABT}
+                "cw": CarliniWagnerL2, "fabt": FABT, "square": Square, "hsj": HopSkipJump}
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ DEMO_PLAN = {
         {"name": "robustness",
          "params": {"norms": ["linf", "l2"],
                     "eps": {"linf": [0.0, 0.05, 0.1, 0.2], "l2": [0.0, 0.25, 0.5, 1.0]},
-                    "steps": 20, "n": 450},
+                    "mode": "quick", "n": 450},
          "gates": ["robust_accuracy@linf=0.05 >= 0.6", "robust_accuracy@l2=0.25 >= 0.6"]},
         {"name": "corruptions", "params": {"n": 449},
          "gates": ["mean_corruption_accuracy >= 0.7"]},

@@ -1,21 +1,39 @@
-"""Check ``robustness``: robust accuracy under PGD at a list of epsilons per norm.
+"""Check ``robustness``: robust accuracy at a list of epsilons per norm, and diagnostics
+that say whether the evaluation can be trusted.
 
-Robust accuracy counts a sample as robust when it is classified correctly and the
-attack found no adversarial example within ``eps``. Only correctly classified samples
-are attacked. Metrics: ``clean_accuracy`` and ``robust_accuracy@<norm>=<eps>`` (eps
-formatted with ``%g``, e.g. ``robust_accuracy@linf=0.3``).
+Robust accuracy counts a sample as robust when it is classified correctly and no attack of
+the evaluation found an adversarial example within ``eps``. Modes:
+
+- ``"pgd"``: PGD (Madry et al. 2018) with ``steps`` and ``restarts``;
+- ``"standard"``: AutoAttack's standard ensemble (Croce & Hein 2020), see
+  :func:`assay.attacks.evasion.evaluation.standard_stages`;
+- ``"quick"``: the same ensemble at a CI-sized budget (``quick_stages``).
+
+Metrics: ``clean_accuracy`` and ``robust_accuracy@<norm>=<eps>`` (eps formatted with
+``%g``, e.g. ``robust_accuracy@linf=0.3``), whatever the mode. With ``diagnostics`` on
+(default), the checks of :mod:`assay.attacks.evasion.diagnostics` run after the
+evaluation; each one that fails is a "warn" finding with its explanation.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from ..attacks.evasion import diagnostics as diag
+from ..attacks.evasion.apgd import APGD
+from ..attacks.evasion.evaluation import STAGES, EvaluationResult, Stage, evaluate_robustness
 from ..attacks.evasion.pgd import PGD
+from ..attacks.evasion.square import Square
 from ..core.progress import progress_bar
 from ..errors import AssayValueError
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
 NORMS = ("linf", "l2")
+MODES = ("pgd", "quick", "standard")
+PROBE_POINTS = 200  # points for the per-model probes (gradients, unbounded eps)
+BLACK_BOX_PROBE_QUERIES = 1000  # Square's budget when the evaluation has no black-box stage
 
 
 def metric_name(norm: str, eps: float) -> str:
@@ -38,17 +56,20 @@ def eps_by_norm(params: dict[str, Any]) -> dict[str, list[float]]:
 class RobustnessCheck(Check):
     name = "robustness"
     pillar = "robustness"
-    summary = "Robust accuracy under a PGD attack (Madry et al. 2018) per norm and epsilon."
+    summary = ("Robust accuracy under PGD or an AutoAttack-grade ensemble per norm and epsilon, "
+               "with diagnostics of gradient masking and non-convergence.")
     params = (
         Param("norms", "list[str]", ["linf"], "threat models", allowed=NORMS),
         Param("eps", "float-list-or-table", [0.0, 0.1, 0.3],
               "radii: one list for every norm, or a table {linf = [...], l2 = [...]}",
               allowed=NORMS, low=0.0),
-        Param("steps", "int", 20, "PGD steps", low=0),
-        Param("restarts", "int", 1, "random restarts", low=1),
-        Param("n", "int", 500, "attack the first n samples", low=1),
+        Param("mode", "str", "pgd", "evaluation: PGD, or the quick or standard AutoAttack-grade "
+              "ensemble", allowed=MODES),
+        Param("steps", "int", 20, "PGD steps (mode pgd)", low=0),
+        Param("restarts", "int", 1, "PGD random restarts (mode pgd)", low=1),
+        Param("n", "int", 500, "evaluate the first n samples", low=1),
         Param("batch_size", "int", 256, "inputs per attack batch", low=1),
-        Param("mode", "str", "pgd", "evaluation mode", allowed=("pgd",)),
+        Param("diagnostics", "bool", True, "run the evaluation diagnostics"),
     )
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
@@ -59,50 +80,139 @@ class RobustnessCheck(Check):
 
     def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
         data = ctx.data.subset(params["n"])
-        model, batch = ctx.model, params["batch_size"]
-        y = data.y.to(model.device)
-        clean_correct = model.predict(data.x, batch_size=batch) == y
-        metrics = {"clean_accuracy": float(clean_correct.float().mean())}
-        findings: list[Finding] = [
-            Finding("warn", f"model_{f.code}", f.message + " Robust accuracy may be overestimated.")
-            for f in model.findings if f.code in ("probabilities", "stochastic")]
-        plots, curves = [], {}
+        model, batch, seed = ctx.model, params["batch_size"], ctx.seed
+        x, y = data.x.to(model.device), data.y.to(model.device)
+        metrics: dict[str, float] = {}
+        found: list[diag.Diagnostic] = diag.model_behaviour(model) if params["diagnostics"] else []
+        plots, curves, budget = [], {}, []
         for norm, radii in eps_by_norm(params).items():
-            curve = []
-            for eps in progress_bar(radii, desc=f"PGD {norm}", enabled=ctx.progress):
-                attack = PGD(eps=eps, norm=norm, steps=params["steps"],
-                             restarts=params["restarts"], seed=ctx.seed, batch_size=batch)
-                x_adv = data.x.clone()
-                attacked = clean_correct.nonzero().squeeze(1).cpu()
-                if len(attacked):
-                    x_adv[attacked] = attack(model, data.x[attacked].to(model.device),
-                                             data.y[attacked].to(model.device)).to(x_adv.device)
-                # Re-predict with the clean pass's batching, so eps=0 reproduces it exactly.
-                robust = clean_correct & (model.predict(x_adv, batch_size=batch) == y)
-                curve.append(float(robust.float().mean()))
-                metrics[metric_name(norm, eps)] = curve[-1]
-            curves[norm] = {"eps": radii, "robust_accuracy": curve}
-            findings += _curve_findings(norm, radii, curve, metrics["clean_accuracy"], len(data))
-            plots.append(Plot(f"Robust accuracy under PGD-{params['steps']} ({norm})",
-                              f"epsilon ({norm})", "accuracy", radii, {"PGD": curve}))
-        return CheckOutput(metrics, findings, plots, details={
-            "attack": {"name": "PGD", "steps": params["steps"], "restarts": params["restarts"],
-                       "step_size": "2.5 * eps / steps", "random_start": True},
-            "n": len(data), "curves": curves})
+            results: dict[float, EvaluationResult] = {}
+            for eps in progress_bar(radii, desc=f"{params['mode']} {norm}", enabled=ctx.progress):
+                results[eps] = evaluate_robustness(model, x, y, eps=eps, norm=norm, seed=seed,
+                                                   batch_size=batch,
+                                                   stages=_stages(params, eps, norm, model, seed))
+            first = next(iter(results.values()))
+            budget = budget or [f"{s.name} {s.budget}" for s in results[radii[-1]].stages]
+            metrics.setdefault("clean_accuracy", first.clean_accuracy)
+            accuracies = [results[eps].robust_accuracy for eps in radii]
+            metrics.update({metric_name(norm, eps): acc for eps, acc in zip(radii, accuracies)})
+            series = {"evaluation": accuracies}
+            if params["diagnostics"]:
+                norm_found, probes = _diagnose(model, x, y, norm, results, params, seed)
+                found += norm_found
+                series.update(probes)
+            curves[norm] = {"eps": radii, "robust_accuracy": accuracies,
+                            "stages": {f"{eps:g}": [s.as_dict() for s in results[eps].stages]
+                                       for eps in radii}}
+            plots.append(Plot(f"Robust accuracy, {_describe(params)} ({norm})",
+                              f"epsilon ({norm})", "accuracy", radii, series))
+        if params["diagnostics"] and len(x):
+            correct = first.clean_correct.nonzero().squeeze(1)[:PROBE_POINTS]
+            found.append(diag.gradient_health(model, x[correct], y[correct]))
+        return CheckOutput(metrics, _findings(found, params, budget, len(data)), plots, details={
+            "evaluation": _describe(params), "n": len(data), "curves": curves,
+            "diagnostics": [d.as_dict() for d in found]})
 
 
-def _curve_findings(norm: str, radii: list[float], curve: list[float], clean: float,
-                    n: int) -> list[Finding]:
-    """Sanity checks of Carlini et al. 2019 that this curve alone can answer."""
-    found = []
-    if radii and radii[0] == 0.0 and curve[0] != clean:
-        found.append(Finding("warn", "eps0_mismatch",
-                             f"{norm}: robust accuracy at eps=0 ({curve[0]:.4f}) differs from clean "
-                             f"accuracy ({clean:.4f}); the model or the attack is not deterministic."))
-    for (e1, a1), (e2, a2) in zip(zip(radii, curve), zip(radii[1:], curve[1:])):
-        if a2 > a1 + 1.0 / n:
-            found.append(Finding("warn", "non_monotone",
-                                 f"{norm}: robust accuracy rises from {a1:.3f} at eps={e1:g} to "
-                                 f"{a2:.3f} at eps={e2:g}; a stronger attack should never do "
-                                 "better. The attack is not converging (gradient masking?)."))
-    return found
+def _stages(params: dict[str, Any], eps: float, norm: str, model, seed: int) -> list[Stage]:
+    if eps == 0:
+        return []  # nothing to attack: the evaluation reproduces clean accuracy
+    if params["mode"] == "pgd":
+        attack = PGD(eps=eps, norm=norm, steps=params["steps"], restarts=params["restarts"],
+                     seed=seed, batch_size=params["batch_size"])
+        return [Stage("PGD", f"{params['steps']} steps x {params['restarts']} restarts", attack)]
+    return STAGES[params["mode"]](eps=eps, norm=norm, num_classes=model.num_classes, seed=seed,
+                                  batch_size=params["batch_size"])
+
+
+def _describe(params: dict[str, Any]) -> str:
+    if params["mode"] == "pgd":
+        return f"PGD-{params['steps']}, {params['restarts']} restart(s)"
+    return f"{params['mode']} ensemble"
+
+
+def _diagnose(model, x: torch.Tensor, y: torch.Tensor, norm: str,
+              results: dict[float, EvaluationResult], params: dict[str, Any],
+              seed: int) -> tuple[list[diag.Diagnostic], dict[str, list[float]]]:
+    """The diagnostics of one norm, and the probe curves to draw next to the evaluation."""
+    radii = list(results)
+    first = results[radii[0]]
+    found = diag.curve_shape(norm, radii, [results[e].robust_accuracy for e in radii],
+                             first.clean_accuracy, len(x))
+    fgsm, noise = [], []
+    batch = params["batch_size"]
+    for eps, result in results.items():
+        single = diag.single_step(model, x, y, result=result, eps=eps, norm=norm,
+                                  batch_size=batch)
+        rand = diag.random_noise(model, x, y, result=result, eps=eps, norm=norm, seed=seed,
+                                 batch_size=batch)
+        fgsm.append(single.values["fgsm"])
+        noise.append(rand.values["noise"])
+        if eps > 0:
+            found += [single, rand]
+    attacked = [e for e in radii if e > 0]
+    if attacked:
+        # The stronger probes run once, where the evaluation is least decided.
+        half = first.clean_accuracy / 2
+        eps = min(attacked, key=lambda e: abs(results[e].robust_accuracy - half))
+        found.append(diag.stronger_attack(model, x, y, result=results[eps],
+                                          stage=_convergence_stage(params, eps, norm, seed),
+                                          code="convergence", eps=eps, norm=norm,
+                                          batch_size=batch))
+        found.append(_black_box(model, x, y, results[eps], params, eps, norm, seed))
+        correct = first.clean_correct.nonzero().squeeze(1)[:PROBE_POINTS]
+        found.append(diag.unbounded_attack(model, x[correct], y[correct], norm=norm, seed=seed,
+                                           batch_size=batch))
+    return found, {"FGSM": fgsm, "random noise": noise}
+
+
+def _convergence_stage(params: dict[str, Any], eps: float, norm: str, seed: int) -> Stage:
+    """A longer attack with another seed: twice the steps, and for PGD a second restart."""
+    batch = params["batch_size"]
+    if params["mode"] == "pgd":
+        steps = max(2 * params["steps"], 10)
+        return Stage("PGD", f"{steps} steps x {params['restarts'] + 1} restarts",
+                     PGD(eps=eps, norm=norm, steps=steps, restarts=params["restarts"] + 1,
+                         seed=seed + 1, batch_size=batch))
+    steps = 200 if params["mode"] == "standard" else 40
+    return Stage("APGD-CE", f"{steps} steps", APGD(eps=eps, norm=norm, n_iter=steps,
+                                                   seed=seed + 1, batch_size=batch))
+
+
+def _black_box(model, x, y, result: EvaluationResult, params: dict[str, Any], eps: float,
+               norm: str, seed: int) -> diag.Diagnostic:
+    """The ensembles hold a black-box stage: its breaks after the white-box stages are the
+    answer. PGD alone gets a Square probe on the points it left robust."""
+    black = [s for s in result.stages if s.black_box]
+    if black:
+        broken, tol = sum(s.broken for s in black), diag.tolerance(len(x))
+        drop = broken / max(len(x), 1)
+        values = {"eps": eps, "attack": black[0].name, "extra_broken": broken,
+                  "accuracy_drop": drop}
+        left = int(result.robust.sum()) + broken  # robust after the white-box stages
+        if drop > tol and broken > diag.STRONGER_SHARE * left:
+            return diag.Diagnostic("black_box", False,
+                                   f"{norm} eps={eps:g}: the black-box stage broke {broken} points "
+                                   f"the white-box attacks left robust (accuracy -{drop:.3f}); the "
+                                   "gradients mislead. Gradient masking suspected.", values)
+        return diag.Diagnostic("black_box", True, f"{norm} eps={eps:g}: the black-box stage "
+                               f"lowered accuracy by only {drop:.3f}", values)
+    square = Square(eps=eps, norm=norm, n_queries=BLACK_BOX_PROBE_QUERIES, seed=seed,
+                    batch_size=params["batch_size"])
+    stage = Stage("Square", f"{BLACK_BOX_PROBE_QUERIES} queries", square, black_box=True)
+    return diag.stronger_attack(model, x, y, result=result, stage=stage, code="black_box",
+                                eps=eps, norm=norm, batch_size=params["batch_size"])
+
+
+def _findings(found: list[diag.Diagnostic], params: dict[str, Any], budget: list[str],
+              n: int) -> list[Finding]:
+    """A warning per failed diagnostic; one line for the evaluation and one for the passes."""
+    findings = [Finding("warn", d.code, d.message) for d in found if not d.passed]
+    line = f"{_describe(params)} on {n} points" + (f": {'; '.join(budget)}" if budget else "")
+    findings.insert(0, Finding("info", "evaluation", line))
+    passed = sorted({d.code for d in found if d.passed} - {d.code for d in found if not d.passed})
+    if params["diagnostics"]:
+        findings.append(Finding("info", "diagnostics_passed",
+                                ", ".join(passed) if passed else "none"))
+    return findings
+

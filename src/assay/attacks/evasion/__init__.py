@@ -8,5 +8,10 @@ from .transfer import transfer_attack
 from .deepfool import DeepFool
 from .cw import CarliniWagnerL2
 from .fab import FABT
+from .square import Square
+from .hopskipjump import HopSkipJump
+from .evaluation import EvaluationResult, Stage, StageReport, evaluate_robustness
 
-__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack", "DeepFool", "CarliniWagnerL2", "FABT"]
+__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack",
+           "DeepFool", "CarliniWagnerL2", "FABT", "Square", "HopSkipJump", "EvaluationResult",
+           "Stage", "StageReport", "evaluate_robustness"]
