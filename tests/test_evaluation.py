@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from assay.attacks.evasion import APGD, FABT, Square, evaluate_robustness
+from assay.attacks.evasion import (APGD, FABT, ExpectationOverTransformation, Square,
+                                   evaluate_robustness)
 from assay.attacks.evasion import diagnostics as diag
 from assay.attacks.evasion.evaluation import Stage, quick_stages, standard_stages
 from assay.audit.plan import plan_from_dict
@@ -221,3 +222,41 @@ def test_check_reports_mode_budget_and_probe_curves(digits, digits_model):
     assert [s["name"] for s in stages] == ["APGD-CE", "APGD-T", "Square"]
     page = render_html(result)
     assert "quick ensemble" in page and "diagnostics_passed" in page
+
+
+# ------------------------------------------------------------------------ EOT
+class NoisyInput(nn.Module):
+    """A randomised defence: Gaussian noise on the input in every forward pass."""
+
+    def __init__(self, net: nn.Module, sigma: float = 0.1) -> None:
+        super().__init__()
+        self.net, self.sigma = net, sigma
+
+    def forward(self, x):
+        return self.net(x + self.sigma * torch.randn_like(x))
+
+
+def test_eot_averages_passes_and_keeps_the_model_description(digits_net, points):
+    x, _ = points
+    plain = ModelWrapper(digits_net, num_classes=10, input_shape=(1, 8, 8))
+    assert torch.allclose(ExpectationOverTransformation(plain, 5)(x), plain(x), atol=1e-5)
+    noisy = ModelWrapper(NoisyInput(digits_net), num_classes=10, input_shape=(1, 8, 8))
+    eot = ExpectationOverTransformation(noisy, 50)
+    assert eot.bounds == noisy.bounds and eot.num_classes == 10
+    torch.manual_seed(0)
+    one_pass_spread = (noisy(x) - noisy(x)).abs().mean()
+    eot_spread = (eot(x) - eot(x)).abs().mean()
+    assert eot_spread < one_pass_spread / 4  # about 1/sqrt(50) of it
+    with pytest.raises(AssayValueError, match="'samples'"):
+        ExpectationOverTransformation(noisy, 0)
+
+
+def test_stochastic_model_is_evaluated_with_eot(digits, digits_net):
+    _, test = digits
+    model = ModelWrapper(NoisyInput(digits_net), num_classes=10, input_shape=(1, 8, 8))
+    plan = plan_from_dict({"checks": [{"name": "robustness", "params": {
+        "eps": [0.1], "mode": "pgd", "steps": 5, "n": 40, "diagnostics": False}}]})
+    check = run_audit(model, test, plan, progress=False).checks[0]
+    assert check.details["eot_samples"] == 20
+    assert "averages 20 forward passes (EOT)" in check.findings[0].message
+    assert check.status == "warn"  # results of a stochastic model vary between runs

@@ -23,6 +23,7 @@ import torch
 
 from ..attacks.evasion import diagnostics as diag
 from ..attacks.evasion.apgd import APGD
+from ..attacks.evasion.eot import ExpectationOverTransformation
 from ..attacks.evasion.evaluation import STAGES, EvaluationResult, Stage, evaluate_robustness
 from ..attacks.evasion.pgd import PGD
 from ..attacks.evasion.square import Square
@@ -32,6 +33,7 @@ from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, regist
 
 NORMS = ("linf", "l2")
 MODES = ("pgd", "quick", "standard")
+EOT_SAMPLES = 20  # passes per query for a stochastic model (AutoAttack's "rand" version)
 PROBE_POINTS = 200  # points for the per-model probes (gradients, unbounded eps)
 BLACK_BOX_PROBE_QUERIES = 1000  # Square's budget when the evaluation has no black-box stage
 
@@ -70,6 +72,8 @@ class RobustnessCheck(Check):
         Param("n", "int", 500, "evaluate the first n samples", low=1),
         Param("batch_size", "int", 256, "inputs per attack batch", low=1),
         Param("diagnostics", "bool", True, "run the evaluation diagnostics"),
+        Param("eot_samples", "int", 0, "forward passes averaged per query (expectation over "
+              "transformation); 0: 20 when the model is stochastic, else 1", low=0),
     )
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
@@ -80,10 +84,12 @@ class RobustnessCheck(Check):
 
     def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
         data = ctx.data.subset(params["n"])
-        model, batch, seed = ctx.model, params["batch_size"], ctx.seed
-        x, y = data.x.to(model.device), data.y.to(model.device)
+        batch, seed = params["batch_size"], ctx.seed
+        x, y = data.x.to(ctx.model.device), data.y.to(ctx.model.device)
+        eot = params["eot_samples"] or (EOT_SAMPLES if _stochastic(ctx.model) else 1)
+        model = ctx.model if eot == 1 else ExpectationOverTransformation(ctx.model, eot)
         metrics: dict[str, float] = {}
-        found: list[diag.Diagnostic] = diag.model_behaviour(model) if params["diagnostics"] else []
+        found = diag.model_behaviour(ctx.model)  # reported even without the diagnostics
         plots, curves, budget = [], {}, []
         for norm, radii in eps_by_norm(params).items():
             results: dict[float, EvaluationResult] = {}
@@ -109,9 +115,15 @@ class RobustnessCheck(Check):
         if params["diagnostics"] and len(x):
             correct = first.clean_correct.nonzero().squeeze(1)[:PROBE_POINTS]
             found.append(diag.gradient_health(model, x[correct], y[correct]))
+        if eot > 1:
+            budget.append(f"each query averages {eot} forward passes (EOT)")
         return CheckOutput(metrics, _findings(found, params, budget, len(data)), plots, details={
-            "evaluation": _describe(params), "n": len(data), "curves": curves,
+            "evaluation": _describe(params), "n": len(data), "eot_samples": eot, "curves": curves,
             "diagnostics": [d.as_dict() for d in found]})
+
+
+def _stochastic(model) -> bool:
+    return any(f.code == "stochastic" for f in getattr(model, "findings", []))
 
 
 def _stages(params: dict[str, Any], eps: float, norm: str, model, seed: int) -> list[Stage]:

@@ -10,8 +10,10 @@ from .cw import CarliniWagnerL2
 from .fab import FABT
 from .square import Square
 from .hopskipjump import HopSkipJump
+from .eot import ExpectationOverTransformation
 from .evaluation import EvaluationResult, Stage, StageReport, evaluate_robustness
 
 __all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack",
-           "DeepFool", "CarliniWagnerL2", "FABT", "Square", "HopSkipJump", "EvaluationResult",
+           "DeepFool", "CarliniWagnerL2", "FABT", "Square", "HopSkipJump", "ExpectationOverTransformation",
+           "EvaluationResult",
            "Stage", "StageReport", "evaluate_robustness"]

@@ -59,7 +59,8 @@ def model_behaviour(model: nn.Module) -> list[Diagnostic]:
     advice = {"probabilities": "Losses on probabilities saturate and gradient attacks "
                                "stall, so robust accuracy is overestimated.",
               "stochastic": "Gradient attacks need expectation over transformation (EOT, "
-                            "Athalye et al. 2018) and robust accuracy varies between runs."}
+                            "Athalye et al. 2018; the robustness check uses it) and robust "
+                            "accuracy varies between runs."}
     found = {f.code: f.message for f in getattr(model, "findings", [])}
     return [Diagnostic(f"model_{code}", code not in found,
                        f"{found[code]} {advice[code]}" if code in found else f"no {code} outputs")
