@@ -260,3 +260,13 @@ def test_stochastic_model_is_evaluated_with_eot(digits, digits_net):
     assert check.details["eot_samples"] == 20
     assert "averages 20 forward passes (EOT)" in check.findings[0].message
     assert check.status == "warn"  # results of a stochastic model vary between runs
+
+
+def test_channels_last_changes_speed_not_results(digits_model, points):
+    x, y = points
+    fast = evaluate_robustness(digits_model, x, y, eps=0.1, mode="quick", channels_last=True)
+    plain = evaluate_robustness(digits_model, x, y, eps=0.1, mode="quick", channels_last=False)
+    assert abs(fast.robust_accuracy - plain.robust_accuracy) <= 1 / len(x)
+    assert fast.x_adv.is_contiguous()
+    first = next(digits_model.parameters())
+    assert first.is_contiguous()  # the caller's model keeps its layout
