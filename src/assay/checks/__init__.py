@@ -6,7 +6,8 @@ import importlib
 
 from .base import REGISTRY, Check, CheckContext, CheckOutput, Finding, Param, Plot, get_check, register
 
-BUILTIN_MODULES = ("accuracy", "robustness", "corruptions", "calibration", "conformal", "ood")
+BUILTIN_MODULES = ("accuracy", "robustness", "corruptions", "calibration", "conformal", "ood",
+                   "compression")
 
 
 def load_builtin_checks() -> dict[str, type[Check]]:
