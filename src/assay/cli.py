@@ -1,4 +1,4 @@
-"""Command line: ``assay audit`` and ``assay checks``.
+"""Command line: ``assay audit``, ``assay harden``, ``assay compress`` and ``assay checks``.
 
 Exit codes: 0 every gate passed; 1 a gate failed or a check errored; 2 bad usage or
 bad input (one line on stderr says why); 130 interrupted (finished checks are cached).
@@ -35,13 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="TorchScript, torch.export (.pt2), safetensors or state_dict file")
     audit.add_argument("--data", metavar="SPEC",
                        help="NAME[:SPLIT][:N] (digits, mnist, fashion-mnist, cifar10) or an .npz path")
-    audit.add_argument("--arch", help="zoo architecture for weight-only files (mlp, small_cnn, "
-                                      "lenet, resnet)")
-    audit.add_argument("--bounds", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                       default=(0.0, 1.0), help="valid input range (default 0 1)")
-    audit.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean")
-    audit.add_argument("--std", type=float, nargs="+", help="per-channel normalisation std")
-    audit.add_argument("--data-dir", type=Path, help="data directory (default $ASSAY_DATA_DIR)")
+    _model_options(audit)
     audit.add_argument("--plan", type=Path, help="TOML plan (default: accuracy and robustness "
                                                  "with default parameters; the demo has its own)")
     audit.add_argument("--out", type=Path, default=Path("assay-report"),
@@ -52,9 +46,24 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     audit.add_argument("--quiet", action="store_true", help="no progress or log lines")
 
+    from .hardening_cli import add_compress_parser, add_harden_parser
+
+    add_harden_parser(commands, _model_options)
+    add_compress_parser(commands, _model_options)
     commands.add_parser("checks", help="list the registered checks and their parameters",
                         description="List the registered checks with their parameters.")
     return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """Options that describe a model file and its data, shared by every command."""
+    parser.add_argument("--arch", help="zoo architecture for weight-only files (mlp, small_cnn, "
+                                       "lenet, resnet)")
+    parser.add_argument("--bounds", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        default=(0.0, 1.0), help="valid input range (default 0 1)")
+    parser.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean")
+    parser.add_argument("--std", type=float, nargs="+", help="per-channel normalisation std")
+    parser.add_argument("--data-dir", type=Path, help="data directory (default $ASSAY_DATA_DIR)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "checks":
             return _list_checks()
+        if args.command in ("harden", "compress"):
+            from .hardening_cli import run_command
+
+            return run_command(args)
         return _audit(args)
     except AssayValueError as err:
         print(f"assay: error: {err}", file=sys.stderr)

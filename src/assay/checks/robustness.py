@@ -24,7 +24,8 @@ import torch
 from ..attacks.evasion import diagnostics as diag
 from ..attacks.evasion.apgd import APGD
 from ..attacks.evasion.eot import ExpectationOverTransformation
-from ..attacks.evasion.evaluation import STAGES, EvaluationResult, Stage, evaluate_robustness
+from ..attacks.evasion.evaluation import (STAGES, EvaluationResult, Stage, evaluate_robustness,
+                                          is_differentiable)
 from ..attacks.evasion.pgd import PGD
 from ..attacks.evasion.square import Square
 from ..core.progress import progress_bar
@@ -36,6 +37,7 @@ MODES = ("pgd", "quick", "standard")
 EOT_SAMPLES = 20  # passes per query for a stochastic model (AutoAttack's "rand" version)
 PROBE_POINTS = 200  # points for the per-model probes (gradients, unbounded eps)
 BLACK_BOX_PROBE_QUERIES = 1000  # Square's budget when the evaluation has no black-box stage
+BLACK_BOX_ONLY_QUERIES = {"pgd": 1000, "quick": 500, "standard": 5000}  # no gradients
 
 
 def metric_name(norm: str, eps: float) -> str:
@@ -90,35 +92,45 @@ class RobustnessCheck(Check):
         model = ctx.model if eot == 1 else ExpectationOverTransformation(ctx.model, eot)
         metrics: dict[str, float] = {}
         found = diag.model_behaviour(ctx.model)  # reported even without the diagnostics
+        black_box_only = not is_differentiable(model, x)
+        label = "Square only (no gradients)" if black_box_only else _describe(params)
+        if black_box_only:
+            found.append(diag.Diagnostic(
+                "not_differentiable", False, "The model's outputs carry no gradient (an int8 or "
+                "exported model?): it was evaluated with the black-box Square attack only "
+                f"({BLACK_BOX_ONLY_QUERIES[params['mode']]} queries), so robust accuracy is an "
+                "upper bound; audit its float version for a white-box evaluation."))
         plots, curves, budget = [], {}, []
         for norm, radii in eps_by_norm(params).items():
             results: dict[float, EvaluationResult] = {}
             for eps in progress_bar(radii, desc=f"{params['mode']} {norm}", enabled=ctx.progress):
+                stages = (_square_only(params, eps, norm, seed) if black_box_only
+                          else _stages(params, eps, norm, model, seed))
                 results[eps] = evaluate_robustness(model, x, y, eps=eps, norm=norm, seed=seed,
-                                                   batch_size=batch,
-                                                   stages=_stages(params, eps, norm, model, seed))
+                                                   batch_size=batch, stages=stages)
             first = next(iter(results.values()))
             budget = budget or [f"{s.name} {s.budget}" for s in results[radii[-1]].stages]
             metrics.setdefault("clean_accuracy", first.clean_accuracy)
             accuracies = [results[eps].robust_accuracy for eps in radii]
             metrics.update({metric_name(norm, eps): acc for eps, acc in zip(radii, accuracies)})
             series = {"evaluation": accuracies}
-            if params["diagnostics"]:
+            if params["diagnostics"] and not black_box_only:
                 norm_found, probes = _diagnose(model, x, y, norm, results, params, seed)
                 found += norm_found
                 series.update(probes)
             curves[norm] = {"eps": radii, "robust_accuracy": accuracies,
                             "stages": {f"{eps:g}": [s.as_dict() for s in results[eps].stages]
                                        for eps in radii}}
-            plots.append(Plot(f"Robust accuracy, {_describe(params)} ({norm})",
+            plots.append(Plot(f"Robust accuracy, {label} ({norm})",
                               f"epsilon ({norm})", "accuracy", radii, series))
-        if params["diagnostics"] and len(x):
+        if params["diagnostics"] and len(x) and not black_box_only:
             correct = first.clean_correct.nonzero().squeeze(1)[:PROBE_POINTS]
             found.append(diag.gradient_health(model, x[correct], y[correct]))
         if eot > 1:
             budget.append(f"each query averages {eot} forward passes (EOT)")
-        return CheckOutput(metrics, _findings(found, params, budget, len(data)), plots, details={
-            "evaluation": _describe(params), "n": len(data), "eot_samples": eot, "curves": curves,
+        findings = _findings(found, params, label, budget, len(data))
+        return CheckOutput(metrics, findings, plots, details={
+            "evaluation": label, "n": len(data), "eot_samples": eot, "curves": curves,
             "diagnostics": [d.as_dict() for d in found]})
 
 
@@ -135,6 +147,15 @@ def _stages(params: dict[str, Any], eps: float, norm: str, model, seed: int) -> 
         return [Stage("PGD", f"{params['steps']} steps x {params['restarts']} restarts", attack)]
     return STAGES[params["mode"]](eps=eps, norm=norm, num_classes=model.num_classes, seed=seed,
                                   batch_size=params["batch_size"])
+
+
+def _square_only(params: dict[str, Any], eps: float, norm: str, seed: int) -> list[Stage]:
+    if eps == 0:
+        return []
+    queries = BLACK_BOX_ONLY_QUERIES[params["mode"]]
+    return [Stage("Square", f"{queries} queries, p_init 0.8",
+                  Square(eps=eps, norm=norm, n_queries=queries, p_init=0.8, seed=seed,
+                         batch_size=params["batch_size"]), black_box=True)]
 
 
 def _describe(params: dict[str, Any]) -> str:
@@ -216,11 +237,11 @@ def _black_box(model, x, y, result: EvaluationResult, params: dict[str, Any], ep
                                 eps=eps, norm=norm, batch_size=params["batch_size"])
 
 
-def _findings(found: list[diag.Diagnostic], params: dict[str, Any], budget: list[str],
-              n: int) -> list[Finding]:
+def _findings(found: list[diag.Diagnostic], params: dict[str, Any], label: str,
+              budget: list[str], n: int) -> list[Finding]:
     """A warning per failed diagnostic; one line for the evaluation and one for the passes."""
     findings = [Finding("warn", d.code, d.message) for d in found if not d.passed]
-    line = f"{_describe(params)} on {n} points" + (f": {'; '.join(budget)}" if budget else "")
+    line = f"{label} on {n} points" + (f": {'; '.join(budget)}" if budget else "")
     findings.insert(0, Finding("info", "evaluation", line))
     passed = sorted({d.code for d in found if d.passed} - {d.code for d in found if not d.passed})
     if params["diagnostics"]:

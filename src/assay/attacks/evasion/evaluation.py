@@ -205,6 +205,11 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     model.eval()
     try:
         clean_correct = _predict(model, x, batch_size) == y
+        if stages is None and eps > 0 and not is_differentiable(model, x):
+            raise AssayValueError(f"{owner}: the model's outputs carry no gradient (an int8 or "
+                                  "exported model?); the white-box stages cannot run. Pass "
+                                  "stages with black-box attacks only, e.g. [Stage('Square', "
+                                  "'5000 queries', Square(eps=...), black_box=True)].")
         if stages is None and eps > 0:
             num_classes = int(getattr(model, "num_classes", 0) or _count_classes(model, x))
             stages = STAGES[mode](eps=eps, norm=norm, num_classes=num_classes, seed=seed,
@@ -231,6 +236,25 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     finally:
         model.train(was_training)
     return EvaluationResult(x_adv, clean_correct, robust, reports)
+
+
+def is_differentiable(model: nn.Module, x: Tensor) -> bool:
+    """Whether the model's logits carry a gradient back to its input (int8-quantized and
+    some exported models do not; gradient attacks cannot run on them). Quantized layers
+    count as non-differentiable even where autograd runs through them: their backward is
+    not implemented and returns wrong gradients silently."""
+    for module in model.modules():
+        if type(module).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized")):
+            return False
+        graph = getattr(module, "graph", None) if isinstance(module, torch.jit.ScriptModule) \
+            else None
+        if graph is not None and "quantized::" in str(graph):
+            return False
+    if len(x) == 0:
+        return True
+    probe = x[:1].detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        return bool(model(probe).requires_grad)
 
 
 def _channels_last_copy(model: nn.Module) -> nn.Module:

@@ -1,0 +1,224 @@
+"""``assay harden adversarial|smoothing`` and ``assay compress``: make a new model from a
+model, write it, and (for harden) audit the model before and after in one report.
+
+    assay harden adversarial --arch lenet --data mnist:train --method fast --eps 0.3 \\
+        --epochs 10 --out lenet-at.safetensors
+    assay compress --model lenet.safetensors --arch lenet --data mnist:train --prune 0.9 \\
+        --out lenet-pruned.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+from typing import Callable
+
+from .errors import AssayValueError
+
+log = logging.getLogger("assay")
+
+
+def add_harden_parser(commands, model_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    harden = commands.add_parser(
+        "harden", help="train a more robust model and audit it before and after",
+        description="Train a hardened copy of a model, write it, and write one report with the "
+                    "audits of the model before and after (and the change of every metric).")
+    methods = harden.add_subparsers(dest="defence", required=True, metavar="DEFENCE")
+    adversarial = methods.add_parser("adversarial", help="adversarial training (PGD-AT, TRADES, "
+                                                         "fast FGSM)")
+    adversarial.add_argument("--method", choices=("pgd", "trades", "fast"), default="pgd")
+    adversarial.add_argument("--eps", type=float, required=True, help="training radius")
+    adversarial.add_argument("--norm", choices=("linf", "l2"), default="linf")
+    adversarial.add_argument("--steps", type=int, help="attack steps (pgd, trades; default 10)")
+    adversarial.add_argument("--beta", type=float, help="TRADES weight (default 6.0)")
+    adversarial.add_argument("--alpha", type=float, help="fast: FGSM step (default 1.25 * eps)")
+    smoothing = methods.add_parser("smoothing", help="Gaussian noise augmentation for "
+                                                     "randomized smoothing (Cohen et al. 2019)")
+    smoothing.add_argument("--sigma", type=float, default=0.25, help="noise level (default 0.25)")
+    for sub in (adversarial, smoothing):
+        _common(sub, model_options)
+        sub.add_argument("--report", type=Path,
+                         help="before/after report directory (default OUT's name + '-report')")
+        sub.add_argument("--plan", type=Path, help="TOML plan for both audits (default: "
+                                                   "accuracy and the defence's robustness check)")
+
+
+def add_compress_parser(commands, model_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    compress = commands.add_parser(
+        "compress", help="prune, quantize or distill a model and write the new one",
+        description="Write a compressed copy of a model: magnitude pruning, int8 quantization "
+                    "(written as TorchScript) or distillation into a zoo architecture.")
+    how = compress.add_mutually_exclusive_group(required=True)
+    how.add_argument("--prune", type=float, metavar="AMOUNT", help="fraction of weights zeroed")
+    how.add_argument("--quantize", choices=("int8",), help="post-training int8 quantization")
+    how.add_argument("--distill", metavar="ARCH", help="train this zoo architecture as student")
+    compress.add_argument("--structured", action="store_true",
+                          help="prune whole filters (L1 norm, per layer)")
+    compress.add_argument("--static", action="store_true",
+                          help="static int8 quantization calibrated on --data (default dynamic)")
+    _common(compress, model_options)
+
+
+def _common(parser: argparse.ArgumentParser, model_options) -> None:
+    parser.add_argument("--model", type=Path, metavar="PATH",
+                        help="the model file (without it, --arch builds a fresh zoo model)")
+    parser.add_argument("--data", metavar="SPEC", required=True,
+                        help="training data, e.g. mnist:train or train.npz")
+    parser.add_argument("--eval-data", metavar="SPEC",
+                        help="evaluation data (default: the test split of --data, 1000 points)")
+    model_options(parser)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the new model: .safetensors (weights; reload with --arch) or .pt "
+                             "(TorchScript)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.out.suffix not in (".safetensors", ".pt"):
+        raise AssayValueError(f"--out {args.out}: write .safetensors (weights) or .pt "
+                              "(TorchScript).")
+    train, test = _data(args)
+    model = _model(args, train)
+    if args.command == "compress":
+        return _compress(args, model, train, test)
+    return _harden(args, model, train, test)
+
+
+def _data(args: argparse.Namespace):
+    from .core.data import load_data, parse_spec
+
+    train = load_data(args.data, data_root=args.data_dir, default_split="train")
+    spec = args.eval_data
+    if spec is None:
+        if args.data.endswith(".npz"):
+            raise AssayValueError("--data is an .npz file: name the evaluation data with "
+                                  "--eval-data.")
+        spec = f"{parse_spec(args.data)[0]}:test:1000"
+    return train, load_data(spec, data_root=args.data_dir)
+
+
+def _model(args: argparse.Namespace, train):
+    import torch
+
+    from .core import zoo
+    from .core.loading import load_network
+    from .core.model import ModelWrapper
+
+    if args.model is not None:
+        net, _ = load_network(args.model, arch=args.arch, input_shape=train.input_shape,
+                              num_classes=train.num_classes)
+        name = args.model.name
+    elif args.arch:
+        net = zoo.build(args.arch, input_shape=train.input_shape, num_classes=train.num_classes,
+                        seed=args.seed)
+        name = f"{args.arch} (untrained)"
+    else:
+        raise AssayValueError("name the model with --model PATH or a zoo architecture with "
+                              "--arch.")
+    model = ModelWrapper(net, num_classes=train.num_classes, input_shape=train.input_shape,
+                         bounds=tuple(args.bounds), mean=args.mean, std=args.std, name=name)
+    return model.to(torch.device(args.device))
+
+
+def _config(args: argparse.Namespace):
+    from .core.training import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed)
+
+
+def _harden(args, model, train, test) -> int:
+    from .audit.plan import load_plan, plan_from_dict
+    from .audit.runner import run_audit
+    from .report.compare import write_comparison
+
+    hardened = copy.deepcopy(model)
+    progress = not args.quiet
+    if args.defence == "adversarial":
+        from .defenses.adversarial import adversarial_training
+
+        options = {k: v for k, v in (("steps", args.steps), ("beta", args.beta),
+                                     ("alpha", args.alpha)) if v is not None}
+        result = adversarial_training(hardened, train, method=args.method, eps=args.eps,
+                                      norm=args.norm, config=_config(args),
+                                      show_progress=progress, **options)
+        if result.collapsed_at is not None:
+            log.warning("catastrophic overfitting in epoch %d; the best epoch was kept",
+                        result.collapsed_at + 1)
+        label = f"{args.method} adversarial training at {args.norm} eps={args.eps:g}"
+        default_plan = {"checks": [{"name": "accuracy"}, {"name": "robustness", "params": {
+            "norms": [args.norm], "eps": [0.0, args.eps / 2, args.eps], "mode": "quick"}}]}
+    else:
+        from .core.training import fit
+        from .defenses.smoothing import gaussian_augmentation_loss
+
+        fit(hardened, train, _config(args), loss_fn=gaussian_augmentation_loss(args.sigma),
+            show_progress=progress)
+        label = f"Gaussian augmentation at sigma={args.sigma:g}"
+        default_plan = {"checks": [{"name": "accuracy"}, {"name": "certified_robustness",
+                                                          "params": {"sigma": args.sigma}}]}
+    hardened.name = f"{model.name} + {label}"
+    _save(hardened.net, args.out, test)
+    plan = load_plan(args.plan) if args.plan else plan_from_dict(default_plan,
+                                                                 source="<harden plan>")
+    before = run_audit(model, test, plan, train_data=train, progress=progress)
+    after = run_audit(hardened, test, plan, train_data=train, progress=progress)
+    report = args.report or args.out.with_name(args.out.stem + "-report")
+    write_comparison(before, after, report, title=f"Before and after {label}")
+    log.warning("%s: wrote %s; before/after report in %s/comparison.html", after.status.upper(),
+                args.out, report)
+    return after.exit_code
+
+
+def _compress(args, model, train, test) -> int:
+    from .defenses.compression import distill, model_size_bytes, prune, quantize
+
+    if args.prune is not None:
+        new = prune(model, args.prune, structure="structured" if args.structured
+                    else "unstructured")
+    elif args.quantize:
+        new = quantize(model, "static" if args.static else "dynamic",
+                       calibration=train if args.static else None)
+    else:
+        new = distill(model, args.distill, train, config=_config(args),
+                      show_progress=not args.quiet)
+    _save(new.net, args.out, test)
+    before, after = _accuracy(model, test), _accuracy(new, test)
+    log.warning("wrote %s: accuracy %.4f -> %.4f, size %d -> %d bytes", args.out, before,
+                after, model_size_bytes(model), model_size_bytes(new))
+    return 0
+
+
+def _accuracy(model, data) -> float:
+    return float((model.predict(data.x) == data.y.to(model.device)).float().mean())
+
+
+def _save(net, path: Path, example) -> None:
+    """Weights as safetensors (no code in the file), or a TorchScript archive for .pt
+    (the only way an int8 model keeps its packed weights)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from .defenses.compression import is_quantized
+
+        if is_quantized(net):
+            raise AssayValueError(f"--out {path}: an int8 model cannot be written as weights; "
+                                  "use a .pt (TorchScript) path.")
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+                  str(path))
+        return
+    net = net.cpu().eval()
+    with torch.no_grad():
+        traced = net if isinstance(net, torch.jit.ScriptModule) else torch.jit.trace(
+            net, example.x[:2].cpu())
+    torch.jit.save(traced, str(path))
