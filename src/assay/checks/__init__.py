@@ -7,7 +7,7 @@ import importlib
 from .base import REGISTRY, Check, CheckContext, CheckOutput, Finding, Param, Plot, get_check, register
 
 BUILTIN_MODULES = ("accuracy", "robustness", "corruptions", "calibration", "conformal", "ood",
-                   "compression")
+                   "compression", "certified")
 
 
 def load_builtin_checks() -> dict[str, type[Check]]:
