@@ -104,3 +104,19 @@ def test_evaluation_refuses_a_model_without_gradients(digits):
     model = ModelWrapper(NoGrad(), num_classes=10, input_shape=(1, 8, 8))
     with pytest.raises(AssayValueError, match="carry no gradient"):
         evaluate_robustness(model, test.x[:10], test.y[:10], eps=0.1)
+
+
+def test_harden_smoothing_reports_certified_accuracy(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[checks]]\nname = "certified_robustness"\n'
+                    'params = { sigma = 0.25, n = 500, n_samples = 40 }\n')
+    code = run_cli("harden", "smoothing", "--arch", "small_cnn", "--data", "digits:train:600",
+                   "--eval-data", "digits:test:100", "--sigma", "0.25", "--epochs", "3",
+                   "--lr", "3e-3", "--plan", plan, "--out", tmp_path / "s.safetensors",
+                   "--quiet")
+    assert code == 0
+    data = json.loads((tmp_path / "s-report" / "comparison.json").read_text())
+    deltas = {(r["check"], r["metric"]): r for r in data["deltas"]}
+    certified = deltas[("certified_robustness", "certified_accuracy@l2=0.25")]
+    assert certified["after"] is not None and 0 <= certified["after"] <= 1
+    assert "Gaussian augmentation at sigma=0.25" in data["title"]
