@@ -18,13 +18,12 @@ MNIST is read from $ASSAY_DATA_DIR (default ../shared/data).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from _machine import data_root, machine
 from assay.attacks.evasion import evaluate_robustness
 from assay.core import zoo
 from assay.core.data import load_data
@@ -50,13 +49,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the trained weights (safetensors)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    root = os.environ.get("ASSAY_DATA_DIR", str(Path(__file__).parents[1] / ".." / "shared"
-                                                / "data"))
+    root = data_root()
     train = load_data(f"mnist:train:{args.n_train}", data_root=root)
     test = load_data(f"mnist:test:{args.n_eval}", data_root=root)
-    cpu = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}; "
-          f"{args.method} adversarial training of lenet at linf eps {EPS}, {args.epochs} "
+    print(f"{machine()}; {args.method} adversarial training of lenet at linf eps {EPS}, {args.epochs} "
           f"epochs on {len(train)} images, cyclic lr peak {args.lr}, batch {args.batch_size}")
 
     net = zoo.build("lenet", input_shape=(1, 28, 28), num_classes=10, seed=args.seed)

@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -64,6 +62,7 @@ from torch.nn import functional as F
 
 from assay.attacks.evasion import PGD
 from assay.attacks.evasion.evaluation import evaluate_robustness
+from _machine import data_root, machine
 from assay.core import zoo
 from assay.core.data import load_data
 from assay.core.model import ModelWrapper
@@ -80,24 +79,6 @@ ADV = dict(epochs=2, batch_size=128, lr=1e-3, optimizer="adam", seed=0, eps=0.3,
 
 
 # ----------------------------------------------------------------------------- setup
-def data_root() -> Path:
-    return Path(os.environ.get("ASSAY_DATA_DIR",
-                               Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu} "
-            f"({os.cpu_count()} logical CPUs visible)")
-
-
 def new_net() -> nn.Module:
     return zoo.build("lenet", input_shape=SHAPE, num_classes=CLASSES, seed=0)
 

@@ -45,8 +45,6 @@ import argparse
 import copy
 import importlib.util
 import json
-import os
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -55,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from _machine import data_root, machine
 from assay.core import zoo
 from assay.core.data import load_data
 from assay.core.training import TrainConfig, fit
@@ -63,24 +62,6 @@ from assay.defenses.smoothing import SmoothedClassifier, gaussian_augmentation_l
 CACHE = Path(__file__).parent / ".cache"
 SHAPE, CLASSES = (1, 28, 28), 10
 N0, ALPHA = 100, 0.001
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("ASSAY_DATA_DIR",
-                               Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu} "
-            f"({os.cpu_count()} logical CPUs visible)")
 
 
 @torch.no_grad()
