@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=None, help="pgd/trades attack steps")
     parser.add_argument("--alpha", type=float, default=None, help="fast: FGSM step")
+    parser.add_argument("--ramp-epochs", type=float, default=0.0,
+                        help="epochs over which eps grows linearly to 0.3")
     parser.add_argument("--n-train", type=int, default=60000)
     parser.add_argument("--n-eval", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
@@ -53,12 +55,14 @@ def main() -> None:
     train = load_data(f"mnist:train:{args.n_train}", data_root=root)
     test = load_data(f"mnist:test:{args.n_eval}", data_root=root)
     print(f"{machine()}; {args.method} adversarial training of lenet at linf eps {EPS}, {args.epochs} "
-          f"epochs on {len(train)} images, cyclic lr peak {args.lr}, batch {args.batch_size}")
+          f"epochs on {len(train)} images, cyclic lr peak {args.lr}, batch {args.batch_size}, "
+          f"steps {args.steps}, eps ramp over {args.ramp_epochs} epochs")
 
     net = zoo.build("lenet", input_shape=(1, 28, 28), num_classes=10, seed=args.seed)
     net = net.to(memory_format=torch.channels_last)  # same function, faster CPU kernels
     model = ModelWrapper(net, num_classes=10, input_shape=(1, 28, 28), name="lenet")
     options = {k: v for k, v in (("steps", args.steps), ("alpha", args.alpha)) if v is not None}
+    options["ramp"] = int(args.ramp_epochs * -(-len(train) // args.batch_size))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          schedule="cyclic", seed=args.seed)
     started = time.perf_counter()

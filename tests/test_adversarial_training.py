@@ -100,3 +100,14 @@ def test_cyclic_schedule_rises_then_falls():
     assert factors == sorted(factors[:5]) + sorted(factors[5:], reverse=True)
     assert factors[0] == pytest.approx(0.1) and max(factors) == pytest.approx(0.9)
     assert factors == pytest.approx(factors[::-1])  # symmetric around the middle
+
+
+def test_eps_ramp_grows_the_radius_linearly():
+    from assay.defenses.adversarial import _Schedule
+
+    schedule = _Schedule(seed=0, eps=0.3, ramp=4)
+    radii = [schedule.next()[1] for _ in range(6)]
+    assert radii == pytest.approx([0.075, 0.15, 0.225, 0.3, 0.3, 0.3])
+    assert [r for _, r in (_Schedule(0, 0.3, 0).next(),)] == [0.3]
+    with pytest.raises(AssayValueError, match="'ramp'"):
+        _Schedule(0, 0.3, -1)

@@ -39,36 +39,44 @@ from ..errors import AssayValueError, AssayWarning
 Method = Literal["pgd", "trades", "fast"]
 
 
-class _Seeds:
-    """A fresh seed per batch from one generator, so training repeats for a given seed."""
+class _Schedule:
+    """Per batch: a fresh seed from one generator (training repeats for a given seed) and
+    the radius, grown linearly from eps / ramp to eps over the first ``ramp`` batches."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, eps: float, ramp: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)
+        self.eps, self.ramp, self.batches = eps, check_int("ramp", ramp, "adversarial loss",
+                                                           low=0), 0
 
-    def next(self) -> int:
-        return int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
+    def next(self) -> tuple[int, float]:
+        self.batches += 1
+        scale = min(1.0, self.batches / self.ramp) if self.ramp else 1.0
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)), self.eps * scale
 
 
 def pgd_loss(eps: float, *, norm: Norm = "linf", steps: int = 10,
-             step_size: float | None = None, seed: int = 0) -> LossFn:
+             step_size: float | None = None, ramp: int = 0, seed: int = 0) -> LossFn:
     """PGD-AT (Madry et al. 2018): cross-entropy on the last PGD iterate (random start, no
     early stop). Defaults: 10 steps of ``2.5 * eps / steps``. Madry et al. use 40 steps of
-    0.01 at eps 0.3 on MNIST; 10 steps keep a CPU epoch affordable."""
+    0.01 at eps 0.3 on MNIST; 10 steps keep a CPU epoch affordable. ``ramp`` (every
+    method): batches over which the radius grows linearly to ``eps`` (default 0: none)."""
     owner = "pgd_loss"
     check_float("eps", eps, owner, low=0.0, low_open=True)
     check_int("steps", steps, owner, low=1)
-    seeds = _Seeds(seed)
+    schedule = _Schedule(seed, eps, ramp)
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        attack = PGD(eps=eps, norm=norm, steps=steps, step_size=step_size, early_stop=False,
-                     seed=seeds.next())
+        seed_now, eps_now = schedule.next()
+        size = None if step_size is None else step_size * eps_now / eps
+        attack = PGD(eps=eps_now, norm=norm, steps=steps, step_size=size, early_stop=False,
+                     seed=seed_now)
         return F.cross_entropy(model(attack(model, x, y)), y)
 
     return loss_fn
 
 
 def trades_loss(eps: float, *, beta: float = 6.0, norm: Norm = "linf", steps: int = 10,
-                step_size: float | None = None, seed: int = 0) -> LossFn:
+                step_size: float | None = None, ramp: int = 0, seed: int = 0) -> LossFn:
     """TRADES (Zhang et al. 2019): ``CE(f(x), y) + beta * KL(f(x) || f(x'))`` where ``x'``
     maximises the KL term by ``steps`` projected steps from ``x + 0.001 * N(0, I)``.
     Defaults: beta 6 (the paper's CIFAR-10 value; it uses 1 to 6 on MNIST), 10 steps of
@@ -77,12 +85,13 @@ def trades_loss(eps: float, *, beta: float = 6.0, norm: Norm = "linf", steps: in
     check_float("eps", eps, owner, low=0.0, low_open=True)
     check_float("beta", beta, owner, low=0.0)
     check_int("steps", steps, owner, low=1)
-    alpha = step_size if step_size is not None else eps / 4
-    seeds = _Seeds(seed)
+    schedule = _Schedule(seed, eps, ramp)
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         lo, hi = model_bounds(model)
-        generator = torch.Generator(device=x.device).manual_seed(seeds.next())
+        seed_now, eps_now = schedule.next()
+        alpha = (step_size if step_size is not None else eps / 4) * eps_now / eps
+        generator = torch.Generator(device=x.device).manual_seed(seed_now)
         was_training = model.training
         model.eval()
         with torch.no_grad():
@@ -95,7 +104,7 @@ def trades_loss(eps: float, *, beta: float = 6.0, norm: Norm = "linf", steps: in
             grad, = torch.autograd.grad(kl, x_adv)
             with torch.no_grad():
                 moved = x_adv + alpha * ascent_direction(grad, norm)
-                x_adv = (x + project(moved - x, norm, eps)).clamp(lo, hi)
+                x_adv = (x + project(moved - x, norm, eps_now)).clamp(lo, hi)
         model.train(was_training)
         logits = model(x)
         robust = F.kl_div(F.log_softmax(model(x_adv.detach()), dim=1), F.softmax(logits, dim=1),
@@ -105,7 +114,7 @@ def trades_loss(eps: float, *, beta: float = 6.0, norm: Norm = "linf", steps: in
     return loss_fn
 
 
-def fast_loss(eps: float, *, alpha: float | None = None, norm: Norm = "linf",
+def fast_loss(eps: float, *, alpha: float | None = None, norm: Norm = "linf", ramp: int = 0,
               seed: int = 0) -> LossFn:
     """Fast adversarial training (Wong et al. 2020): ``delta`` uniform in the ball, one step
     of size ``alpha`` along the gradient's sign, projected back. Default ``alpha = 1.25 *
@@ -115,19 +124,20 @@ def fast_loss(eps: float, *, alpha: float | None = None, norm: Norm = "linf",
     check_float("eps", eps, owner, low=0.0, low_open=True)
     step = alpha if alpha is not None else 1.25 * eps
     check_float("alpha", step, owner, low=0.0, low_open=True)
-    seeds = _Seeds(seed)
+    schedule = _Schedule(seed, eps, ramp)
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         lo, hi = model_bounds(model)
-        generator = torch.Generator(device=x.device).manual_seed(seeds.next())
+        seed_now, eps_now = schedule.next()
+        generator = torch.Generator(device=x.device).manual_seed(seed_now)
         was_training = model.training
         model.eval()
-        start = (x + random_in_ball(x.shape, norm, eps, device=x.device, dtype=x.dtype,
+        start = (x + random_in_ball(x.shape, norm, eps_now, device=x.device, dtype=x.dtype,
                                     generator=generator)).clamp(lo, hi).requires_grad_(True)
         grad, = torch.autograd.grad(F.cross_entropy(model(start), y), start)
         with torch.no_grad():
-            moved = start + step * ascent_direction(grad, norm)
-            x_adv = (x + project(moved - x, norm, eps)).clamp(lo, hi)
+            moved = start + step * eps_now / eps * ascent_direction(grad, norm)
+            x_adv = (x + project(moved - x, norm, eps_now)).clamp(lo, hi)
         model.train(was_training)
         return F.cross_entropy(model(x_adv), y)
 
@@ -194,7 +204,8 @@ def adversarial_training(model: nn.Module, data: Dataset, *, method: Method = "p
 
     ``guard_points`` training points are held out for the :class:`OverfittingGuard` (0: no
     guard). ``method_options`` go to the method's loss (``steps``, ``step_size``, ``beta``,
-    ``alpha``). Defaults are those of :func:`pgd_loss`, :func:`trades_loss`, :func:`fast_loss`.
+    ``alpha``, ``ramp``). Defaults are those of :func:`pgd_loss`, :func:`trades_loss`,
+    :func:`fast_loss`.
     """
     owner = "adversarial_training"
     check_choice("method", method, tuple(LOSSES), owner)
