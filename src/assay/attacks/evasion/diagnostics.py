@@ -142,7 +142,7 @@ def random_noise(model: nn.Module, x: Tensor, y: Tensor, *, result: EvaluationRe
                  batch_size: int | None = 256) -> Diagnostic:
     """Gradient attacks must beat random points of the ball (Carlini et al. 2019, sec. 5.4).
 
-    A point counts as broken by noise when any of ``NOISE_DRAWS`` uniform draws in the ball
+    A point counts as broken by noise when any of ``NOISE_DRAWS`` draws of ``random_in_ball``
     misclassifies it. Fails when noise breaks points (accuracy below clean by more than the
     tolerance) yet the white-box stages of the evaluation do no better than noise.
     """
