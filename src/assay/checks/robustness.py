@@ -218,18 +218,10 @@ def _black_box(model, x, y, result: EvaluationResult, params: dict[str, Any], ep
     answer. PGD alone gets a Square probe on the points it left robust."""
     black = [s for s in result.stages if s.black_box]
     if black:
-        broken, tol = sum(s.broken for s in black), diag.tolerance(len(x))
-        drop = broken / max(len(x), 1)
-        values = {"eps": eps, "attack": black[0].name, "extra_broken": broken,
-                  "accuracy_drop": drop}
+        broken = sum(s.broken for s in black)
         left = int(result.robust.sum()) + broken  # robust after the white-box stages
-        if drop > tol and broken > diag.STRONGER_SHARE * left:
-            return diag.Diagnostic("black_box", False,
-                                   f"{norm} eps={eps:g}: the black-box stage broke {broken} points "
-                                   f"the white-box attacks left robust (accuracy -{drop:.3f}); the "
-                                   "gradients mislead. Gradient masking suspected.", values)
-        return diag.Diagnostic("black_box", True, f"{norm} eps={eps:g}: the black-box stage "
-                               f"lowered accuracy by only {drop:.3f}", values)
+        return diag.extra_breaks("black_box", f"the black-box stage {black[0].name}", broken,
+                                 left=left, n=len(x), eps=eps, norm=norm)
     square = Square(eps=eps, norm=norm, n_queries=BLACK_BOX_PROBE_QUERIES, seed=seed,
                     batch_size=params["batch_size"])
     stage = Stage("Square", f"{BLACK_BOX_PROBE_QUERIES} queries", square, black_box=True)

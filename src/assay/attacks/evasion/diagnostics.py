@@ -172,30 +172,36 @@ def random_noise(model: nn.Module, x: Tensor, y: Tensor, *, result: EvaluationRe
 def stronger_attack(model: nn.Module, x: Tensor, y: Tensor, *, result: EvaluationResult,
                     stage: Stage, code: str, eps: float, norm: Norm,
                     batch_size: int | None = 256) -> Diagnostic:
-    """Runs ``stage`` on the points the evaluation left robust; it fails when it breaks more
-    than the tolerance and more than ``STRONGER_SHARE`` of those points. ``code``
-    "convergence": a longer white-box attack (more steps or restarts; else the evaluation
-    had not converged). ``code`` "black_box": a score-based
-    attack (else gradients mislead, Carlini et al. 2019 sec. 4.6)."""
+    """Runs ``stage`` on the points the evaluation left robust and judges its breaks with
+    :func:`extra_breaks`. ``code`` "convergence": a longer white-box attack (more steps or
+    restarts); "black_box": a score-based attack (Carlini et al. 2019 sec. 4.6)."""
     index = result.robust.nonzero().squeeze(1)
     broken = 0
     if len(index):
         probe = evaluate_robustness(model, x[index], y[index], eps=eps, norm=norm,
                                     batch_size=batch_size, stages=[stage])
         broken = int((~probe.robust).sum())
-    n, tol = max(len(x), 1), tolerance(len(x))
-    drop = broken / n
-    values = {"eps": eps, "attack": f"{stage.name} ({stage.budget})", "extra_broken": broken,
-              "accuracy_drop": drop}
-    if drop > tol and broken > STRONGER_SHARE * len(index):
+    return extra_breaks(code, f"{stage.name} ({stage.budget})", broken, left=len(index),
+                        n=len(x), eps=eps, norm=norm)
+
+
+def extra_breaks(code: str, attack: str, broken: int, *, left: int, n: int, eps: float,
+                 norm: str) -> Diagnostic:
+    """``attack`` broke ``broken`` of the ``left`` points another evaluation left robust
+    (out of ``n``): it fails when that exceeds the tolerance and ``STRONGER_SHARE`` of
+    ``left``. "convergence": the evaluation had not converged; "black_box": the gradients
+    mislead."""
+    drop = broken / max(n, 1)
+    values = {"eps": eps, "attack": attack, "extra_broken": broken, "accuracy_drop": drop}
+    if drop > tolerance(n) and broken > STRONGER_SHARE * left:
         why = ("the evaluation had not converged; raise its steps or restarts"
                if code == "convergence" else
                "a black-box attack beats the white-box ones, so the gradients mislead. "
                "Gradient masking suspected")
-        return Diagnostic(code, False, f"{norm} eps={eps:g}: {stage.name} ({stage.budget}) breaks "
-                          f"{broken} more points (accuracy -{drop:.3f}): {why}.", values)
-    return Diagnostic(code, True, f"{norm} eps={eps:g}: {stage.name} ({stage.budget}) lowers "
-                      f"accuracy by only {drop:.3f}", values)
+        return Diagnostic(code, False, f"{norm} eps={eps:g}: {attack} breaks {broken} more "
+                          f"points (accuracy -{drop:.3f}): {why}.", values)
+    return Diagnostic(code, True, f"{norm} eps={eps:g}: {attack} lowers accuracy by only "
+                      f"{drop:.3f}", values)
 
 
 def curve_shape(norm: str, radii: list[float], accuracies: list[float], clean: float,
