@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from contextlib import contextmanager
 import warnings
 from dataclasses import dataclass, field
 from typing import Literal
@@ -48,10 +49,27 @@ class _Schedule:
         self.eps, self.ramp, self.batches = eps, check_int("ramp", ramp, "adversarial loss",
                                                            low=0), 0
 
-    def next(self) -> tuple[int, float]:
+    def next_seed(self) -> tuple[int, float]:
+        """The next batch's seed and radius."""
         self.batches += 1
         scale = min(1.0, self.batches / self.ramp) if self.ramp else 1.0
         return int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)), self.eps * scale
+
+    def next(self, device: torch.device) -> tuple[torch.Generator, float]:
+        """The next batch's generator on ``device`` and radius."""
+        seed, eps = self.next_seed()
+        return torch.Generator(device=device).manual_seed(seed), eps
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    """The model in eval mode while an attack crafts the batch (as every assay attack)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def pgd_loss(eps: float, *, norm: Norm = "linf", steps: int = 10,
@@ -66,7 +84,7 @@ def pgd_loss(eps: float, *, norm: Norm = "linf", steps: int = 10,
     schedule = _Schedule(seed, eps, ramp)
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        seed_now, eps_now = schedule.next()
+        seed_now, eps_now = schedule.next_seed()
         size = None if step_size is None else step_size * eps_now / eps
         attack = PGD(eps=eps_now, norm=norm, steps=steps, step_size=size, early_stop=False,
                      seed=seed_now)
@@ -89,23 +107,20 @@ def trades_loss(eps: float, *, beta: float = 6.0, norm: Norm = "linf", steps: in
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         lo, hi = model_bounds(model)
-        seed_now, eps_now = schedule.next()
+        generator, eps_now = schedule.next(x.device)
         alpha = (step_size if step_size is not None else eps / 4) * eps_now / eps
-        generator = torch.Generator(device=x.device).manual_seed(seed_now)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            p_clean = F.softmax(model(x), dim=1)
         x_adv = (x + 0.001 * torch.randn(x.shape, generator=generator, device=x.device,
                                          dtype=x.dtype)).clamp(lo, hi)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_clean, reduction="sum")
-            grad, = torch.autograd.grad(kl, x_adv)
+        with _eval_mode(model):
             with torch.no_grad():
-                moved = x_adv + alpha * ascent_direction(grad, norm)
-                x_adv = (x + project(moved - x, norm, eps_now)).clamp(lo, hi)
-        model.train(was_training)
+                p_clean = F.softmax(model(x), dim=1)
+            for _ in range(steps):
+                x_adv.requires_grad_(True)
+                kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_clean, reduction="sum")
+                grad, = torch.autograd.grad(kl, x_adv)
+                with torch.no_grad():
+                    moved = x_adv + alpha * ascent_direction(grad, norm)
+                    x_adv = (x + project(moved - x, norm, eps_now)).clamp(lo, hi)
         logits = model(x)
         robust = F.kl_div(F.log_softmax(model(x_adv.detach()), dim=1), F.softmax(logits, dim=1),
                           reduction="batchmean")
@@ -128,17 +143,14 @@ def fast_loss(eps: float, *, alpha: float | None = None, norm: Norm = "linf", ra
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         lo, hi = model_bounds(model)
-        seed_now, eps_now = schedule.next()
-        generator = torch.Generator(device=x.device).manual_seed(seed_now)
-        was_training = model.training
-        model.eval()
+        generator, eps_now = schedule.next(x.device)
         start = (x + random_in_ball(x.shape, norm, eps_now, device=x.device, dtype=x.dtype,
                                     generator=generator)).clamp(lo, hi).requires_grad_(True)
-        grad, = torch.autograd.grad(F.cross_entropy(model(start), y), start)
+        with _eval_mode(model):
+            grad, = torch.autograd.grad(F.cross_entropy(model(start), y), start)
         with torch.no_grad():
             moved = start + step * eps_now / eps * ascent_direction(grad, norm)
             x_adv = (x + project(moved - x, norm, eps_now)).clamp(lo, hi)
-        model.train(was_training)
         return F.cross_entropy(model(x_adv), y)
 
     return loss_fn
