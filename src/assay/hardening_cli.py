@@ -197,7 +197,9 @@ def _compress(args, model, train, test) -> int:
 
 
 def _accuracy(model, data) -> float:
-    return float((model.predict(data.x) == data.y.to(model.device)).float().mean())
+    from .metrics.accuracy import accuracy
+
+    return accuracy(model.predict(data.x), data.y.to(model.device))
 
 
 def _save(net, path: Path, example) -> None:
