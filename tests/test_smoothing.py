@@ -2,6 +2,7 @@
 ``certified_robustness`` check."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -189,11 +190,26 @@ def test_channels_last_copy_gives_the_same_counts(digits, digits_model):
     assert next(digits_model.parameters()).is_contiguous()  # the caller's model is untouched
 
 
+@pytest.mark.slow
+def test_compiled_forward_gives_the_same_counts(digits, digits_model):
+    _, test = digits
+    x = test.x[:3]  # 3 * 350 copies in passes of 256: the last pass is padded
+    compiled = SmoothedClassifier(digits_model, sigma=0.25, batch_size=256, compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback would warn
+        fast = compiled.certify(x, n0=50, n=300)
+    plain = SmoothedClassifier(digits_model, sigma=0.25, batch_size=256,
+                               compile=False).certify(x, n0=50, n=300)
+    assert torch.equal(fast.counts, plain.counts)
+    assert torch.equal(fast.candidate, plain.candidate)
+
+
 @pytest.mark.parametrize("kwargs,name", [({"sigma": 0.0}, "sigma"), ({"sigma": -1}, "sigma"),
                                          ({"sigma": float("nan")}, "sigma"),
                                          ({"batch_size": 0}, "batch_size"),
                                          ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"),
-                                         ({"channels_last": 1}, "channels_last")])
+                                         ({"channels_last": 1}, "channels_last"),
+                                         ({"compile": "yes"}, "compile")])
 def test_bad_constructor_parameters_raise(kwargs, name):
     with pytest.raises(AssayValueError, match=f"'{name}' parameter of SmoothedClassifier"):
         SmoothedClassifier(linear_model(), **kwargs)

@@ -12,7 +12,6 @@ and is classified again.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..._params import check_choice, check_float, check_optional_seed
+from ...core.inference import channels_last_copy, has_conv2d
 from ...errors import AssayValueError
 from .._projection import Norm, distance
 from .apgd import APGD
@@ -197,10 +197,9 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     if not isinstance(y, Tensor) or y.ndim != 1 or len(y) != len(x):
         raise AssayValueError(f"{owner}: y must be a 1-D tensor with one label per input.")
     if channels_last is None:
-        channels_last = (x.ndim == 4 and x.device.type == "cpu"
-                         and any(isinstance(m, nn.Conv2d) for m in model.modules()))
+        channels_last = x.ndim == 4 and x.device.type == "cpu" and has_conv2d(model)
     if channels_last:
-        model = _channels_last_copy(model)
+        model = channels_last_copy(model)
     was_training = model.training
     model.eval()
     try:
@@ -255,15 +254,6 @@ def is_differentiable(model: nn.Module, x: Tensor) -> bool:
     probe = x[:1].detach().clone().requires_grad_(True)
     with torch.enable_grad():
         return bool(model(probe).requires_grad)
-
-
-def _channels_last_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with 4-D weights in channels_last format (the caller's model is
-    left as it is); the model itself when it cannot be copied."""
-    try:
-        return copy.deepcopy(model).to(memory_format=torch.channels_last)
-    except Exception:  # e.g. a module holding an uncopyable handle: keep the default layout
-        return model
 
 
 def _predict(model: nn.Module, x: Tensor, batch_size: int | None) -> Tensor:
