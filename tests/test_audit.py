@@ -13,7 +13,7 @@ from assay.checks import Check, CheckOutput, Param, register
 from assay.checks.base import REGISTRY
 from assay.core.model import ModelWrapper
 from assay.errors import AssayValueError
-from assay.report.writers import render_html, render_junit, write_reports
+from assay.report.writers import metric_grid, render_html, render_junit, write_reports
 
 CALLS: list[str] = []
 
@@ -202,6 +202,15 @@ def test_html_is_self_contained(audit_result):
     assert "<script" not in page and "http://" not in page and "https://" not in page
     assert page.count('src="data:image/png;base64,') == 2  # per-class bars, robustness curve
     assert "RuntimeError: boom" in page
+
+
+def test_metric_grid_only_for_full_grids():
+    full = {"acc@a": 1.0, "size@a": 2.0, "acc@b": 3.0, "size@b": None}
+    assert metric_grid(full) == (["acc", "size"], {"a": [1.0, 2.0], "b": [3.0, None]})
+    assert metric_grid({"acc@a": 1.0, "acc@b": 2.0}) is None  # one name: a plain list
+    assert metric_grid({"acc@a": 1.0, "size@a": 2.0, "acc@b": 3.0}) is None  # a hole
+    assert metric_grid({"acc@a": 1.0, "size@a": 2.0, "acc@b": 3.0, "n": 4.0}) is None
+    assert metric_grid({}) is None
 
 
 # ------------------------------------------------------------------------ every check

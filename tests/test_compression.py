@@ -18,6 +18,7 @@ from assay.defenses.compression import (count_nonzero, distill, is_quantized, la
                                         layer_sparsity, model_size_bytes, prune, quantize,
                                         sparsity)
 from assay.errors import AssayValueError
+from assay.report.writers import render_html, render_markdown
 
 from conftest import require_data
 
@@ -193,6 +194,13 @@ def test_check_reports_every_variant(digits, digits_model):
     codes = {f.code for f in check.findings}
     assert "int8_transfer" in codes and "accuracy_drop@prune:0.9" in codes
     assert all(g.passed for g in check.gates), check.gates
+    # Both reports show the variants side by side: one row each, one column per metric.
+    markdown = render_markdown(result)
+    assert "| | accuracy | robust_accuracy | size_bytes | latency_ms |" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| prune:0.9 |"))
+    assert f"| {metrics['accuracy@prune:0.9']:.4g} |" in row
+    page = render_html(result)
+    assert "<th>robust_accuracy_drop</th>" in page and "<td>int8:static</td>" in page
 
 
 def test_variant_names_are_canonical():

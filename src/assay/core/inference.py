@@ -69,7 +69,8 @@ def compile_for_inference(model: nn.Module, batch: Tensor,
             raise RuntimeError(f"compiled logits differ from the model's by {gap:.3g}")
     except Exception as error:  # no C++ compiler, an unsupported operation, a mismatch
         warnings.warn(f"{owner}: torch.compile of the model failed, running it uncompiled "
-                      f"({type(error).__name__}: {str(error).splitlines()[0][:200]}).",
+                      f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                      "compile=False skips the attempt.",
                       RuntimeWarning, stacklevel=3)
         return model, reference
 

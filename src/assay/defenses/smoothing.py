@@ -20,9 +20,10 @@ predicts it everywhere in the L2 ball of radius ``sigma * Phi^-1(pA_lower)`` aro
   probability at most alpha).
 
 Defaults are the paper's (and its reference code's): ``n0 = 100``, ``n = 100_000``,
-``alpha = 0.001``; not its 1000 noisy inputs per forward pass but 256 (see ``batch_size``). With n samples the largest radius
-CERTIFY can return is ``sigma * Phi^-1(alpha ** (1 / n))`` (all n copies in cA), e.g.
-0.95 for sigma = 0.25, n = 100_000, alpha = 0.001 (:func:`max_certified_radius`).
+``alpha = 0.001``; but 256 noisy inputs per forward pass, not 1000 (see ``batch_size``).
+With n samples the largest radius CERTIFY can return is ``sigma * Phi^-1(alpha ** (1 / n))``
+(all n copies in cA), e.g. 0.95 for sigma = 0.25, n = 100_000, alpha = 0.001
+(:func:`max_certified_radius`).
 
 Conventions:
 

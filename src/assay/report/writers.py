@@ -64,6 +64,23 @@ def render_junit(result: AuditResult) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
+def metric_grid(metrics: dict[str, float | None]) -> tuple[list[str], dict[str, list]] | None:
+    """Metrics named ``name@qualifier`` that form a full grid (at least 2 names x 2
+    qualifiers, e.g. the compression check's ``accuracy@prune:0.5``) as ``(names, rows)``,
+    rows keyed by qualifier in order of appearance; None when they do not."""
+    names: dict[str, None] = {}
+    qualifiers: dict[str, None] = {}
+    for key in metrics:
+        if "@" not in key:
+            return None
+        name, qualifier = key.split("@", 1)
+        names[name] = qualifiers[qualifier] = None
+    if len(names) < 2 or len(qualifiers) < 2 or len(metrics) != len(names) * len(qualifiers):
+        return None
+    rows = {q: [metrics[f"{n}@{q}"] for n in names] for q in qualifiers}
+    return list(names), rows
+
+
 # --------------------------------------------------------------------------- Markdown
 def render_markdown(result: AuditResult) -> str:
     lines = [f"# assay audit: {_ICON[result.status]}", "",
@@ -78,6 +95,14 @@ def render_markdown(result: AuditResult) -> str:
         cached = " (cached)" if check.cached else ""
         lines.append(f"| {check.id} | {_ICON[check.status]} | {gates} | "
                      f"{metrics or check.error or '-'} | {check.seconds:.1f}{cached} |")
+    for check in result.checks:  # side-by-side tables where the metrics form a grid
+        grid = metric_grid(check.metrics)
+        if grid:
+            names, rows = grid
+            lines += ["", f"## {check.id}", "", "| | " + " | ".join(names) + " |",
+                      "|---|" + "---:|" * len(names)]
+            lines += [f"| {q} | " + " | ".join(_metric(v) for v in values) + " |"
+                      for q, values in rows.items()]
     notes = [(None, f) for f in result.findings] + [(c.id, f) for c in result.checks
                                                      for f in c.findings if f.level == "warn"]
     if notes:
@@ -128,7 +153,14 @@ def _check_html(check: CheckResult) -> str:
         rows = "".join(f"<tr><td><code>{_e(g.expr)}</code></td><td>{_metric(g.value)}</td>"
                        f"<td>{_badge('pass' if g.passed else 'fail')}</td></tr>" for g in check.gates)
         parts.append(f"<table><tr><th>gate</th><th>value</th><th>result</th></tr>{rows}</table>")
-    if check.metrics:
+    grid = metric_grid(check.metrics)
+    if grid:
+        names, table = grid
+        head = "".join(f"<th>{_e(n)}</th>" for n in names)
+        rows = "".join(f"<tr><td>{_e(q)}</td>" + "".join(f"<td>{_metric(v)}</td>" for v in values)
+                       + "</tr>" for q, values in table.items())
+        parts.append(f"<table><tr><th></th>{head}</tr>{rows}</table>")
+    elif check.metrics:
         rows = "".join(f"<tr><td>{_e(k)}</td><td>{_metric(v)}</td></tr>"
                        for k, v in check.metrics.items())
         parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
