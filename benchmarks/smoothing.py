@@ -1,14 +1,17 @@
 """Speed and agreement of assay's randomized smoothing CERTIFY against ART and a bare loop.
 
-One process, MNIST test images (IDX files under $ASSAY_DATA_DIR, default ../shared/data),
-the zoo LeNet (Madry et al.'s MNIST CNN). The network is, in this order of preference
-(``--weights auto``):
+One process, test images of ``--data`` (default mnist; also fashion-mnist or cifar10, read
+from $ASSAY_DATA_DIR, default ../shared/data), a zoo network ``--arch`` (default lenet,
+Madry et al.'s MNIST CNN; also small_cnn, mlp, resnet). The network is, in this order of
+preference (``--weights auto``):
 
 - "noise": trained by this script with Gaussian augmentation at sigma (assay's ``fit`` with
   ``gaussian_augmentation_loss``, 1 epoch on ``--train-images`` training images), cached
-  as benchmarks/.cache/lenet-noise-<sigma>.pt;
+  as benchmarks/.cache/<arch>-noise-<sigma>.pt (``<data>-<arch>-noise-<sigma>.pt`` for
+  data other than mnist);
 - "normal": benchmarks/.cache/lenet-normal.pt written by benchmarks/evasion.py (plain
-  training, no noise: the speed is the same, the certified radii are smaller).
+  training, no noise: the speed is the same, the certified radii are smaller; MNIST LeNet
+  only).
 
 ``--weights noise`` trains (or reads the noise cache), ``--weights normal`` needs the
 evasion cache. Weights are read with ``torch.load(weights_only=True)``.
@@ -43,6 +46,7 @@ ART's results agree (the noise differs, so radii differ by Monte Carlo error).
 Usage (ART is for benchmarking only: pip install adversarial-robustness-toolbox):
 
     python benchmarks/smoothing.py [--images 100] [--n 10000] [--batch 256]
+        [--data mnist|fashion-mnist|cifar10] [--arch lenet|small_cnn|mlp|resnet]
         [--sigma 0.25] [--threads 2] [--repeats 1] [--weights auto|noise|normal]
         [--train-images 10000] [--sweep-images 5] [--art-batches 32,256,1000]
 """
@@ -68,7 +72,6 @@ from assay.core.training import TrainConfig, fit
 from assay.defenses.smoothing import SmoothedClassifier, gaussian_augmentation_loss
 
 CACHE = Path(__file__).parent / ".cache"
-SHAPE, CLASSES = (1, 28, 28), 10
 N0, ALPHA = 100, 0.001
 
 
@@ -78,11 +81,15 @@ def accuracy(net: nn.Module, x: Tensor, y: Tensor) -> float:
                  .eq(y).float().mean())
 
 
-def load_net(choice: str, sigma: float, train_images: int) -> tuple[nn.Module, str]:
-    """The LeNet to certify and a line saying where its weights came from."""
-    net = zoo.build("lenet", input_shape=SHAPE, num_classes=CLASSES, seed=0)
-    noise_path = CACHE / f"lenet-noise-{sigma:g}.pt"
+def load_net(choice: str, sigma: float, train_images: int, data: str, arch: str,
+             shape: tuple[int, ...], classes: int) -> tuple[nn.Module, str]:
+    """The network to certify and a line saying where its weights came from."""
+    net = zoo.build(arch, input_shape=shape, num_classes=classes, seed=0)
+    prefix = "" if data == "mnist" else f"{data}-"
+    noise_path = CACHE / f"{prefix}{arch}-noise-{sigma:g}.pt"
     normal_path = CACHE / "lenet-normal.pt"
+    if choice == "normal" and (data, arch) != ("mnist", "lenet"):
+        raise SystemExit("--weights normal exists for the MNIST LeNet only")
     recipe = dict(epochs=1, batch_size=128, lr=1e-3, optimizer="adam", seed=0)
     if choice in ("auto", "noise") and noise_path.exists():
         record = json.loads(noise_path.with_suffix(".json").read_text())
@@ -90,12 +97,13 @@ def load_net(choice: str, sigma: float, train_images: int) -> tuple[nn.Module, s
             net.load_state_dict(torch.load(noise_path, weights_only=True))
             return net.eval(), f"{noise_path.name} (cached; Gaussian augmentation sigma = " \
                                f"{sigma:g}, {record})"
-    if choice == "normal" or (choice == "auto" and normal_path.exists()):
+    if choice == "normal" or (choice == "auto" and normal_path.exists()
+                              and (data, arch) == ("mnist", "lenet")):
         net.load_state_dict(torch.load(normal_path, weights_only=True))
         return net.eval(), (f"{normal_path.name} (plain training from benchmarks/evasion.py, "
                             "NOT noise-trained: same speed, smaller radii)")
-    train = load_data(f"mnist:train:{train_images}", data_root=data_root())
-    print(f"training LeNet with Gaussian augmentation sigma = {sigma:g} on {train_images} "
+    train = load_data(f"{data}:train:{train_images}", data_root=data_root())
+    print(f"training {arch} on {data} with Gaussian augmentation sigma = {sigma:g} on {train_images} "
           "images ...", flush=True)
     started = time.perf_counter()
     history = fit(net, train, TrainConfig(**recipe), loss_fn=gaussian_augmentation_loss(sigma),
@@ -114,7 +122,8 @@ def run_assay(net: nn.Module, x: Tensor, sigma: float, n: int, batch: int):
     return result.prediction.numpy(), result.radius.numpy()
 
 
-def art_smoother(net: nn.Module, sigma: float) -> tuple[object, str]:
+def art_smoother(net: nn.Module, sigma: float, shape: tuple[int, ...],
+                 classes: int) -> tuple[object, str]:
     from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
     note = "statsmodels' Clopper-Pearson bound"
     if importlib.util.find_spec("statsmodels") is None:
@@ -127,7 +136,7 @@ def art_smoother(net: nn.Module, sigma: float) -> tuple[object, str]:
         note = ("statsmodels missing: ART's bound replaced by the identical SciPy formula "
                 "beta.ppf(alpha, k, n - k + 1)")
     smoother = PyTorchRandomizedSmoothing(
-        model=net, loss=nn.CrossEntropyLoss(), input_shape=SHAPE, nb_classes=CLASSES,
+        model=net, loss=nn.CrossEntropyLoss(), input_shape=shape, nb_classes=classes,
         device_type="cpu", sample_size=N0, scale=sigma, alpha=ALPHA)
     return smoother, note
 
@@ -139,15 +148,16 @@ def run_art(smoother, x: Tensor, n: int, batch: int):
 
 
 @torch.no_grad()
-def run_bare(net: nn.Module, x: Tensor, sigma: float, n: int, batch: int) -> np.ndarray:
+def run_bare(net: nn.Module, x: Tensor, sigma: float, n: int, batch: int,
+             classes: int) -> np.ndarray:
     generator = torch.Generator().manual_seed(0)
     total, counts = N0 + n, []
     for image in x:
-        count = torch.zeros(CLASSES, dtype=torch.long)
+        count = torch.zeros(classes, dtype=torch.long)
         for start in range(0, total, batch):
             size = min(batch, total - start)
-            noisy = image + sigma * torch.randn((size, *SHAPE), generator=generator)
-            count += torch.bincount(net(noisy).argmax(1), minlength=CLASSES)
+            noisy = image + sigma * torch.randn((size, *image.shape), generator=generator)
+            count += torch.bincount(net(noisy).argmax(1), minlength=classes)
         counts.append(count)
     return torch.stack(counts).numpy()
 
@@ -164,6 +174,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=256,
                         help="assay's and the bare loops' batch (assay's default)")
+    parser.add_argument("--data", choices=("mnist", "fashion-mnist", "cifar10"),
+                        default="mnist")
+    parser.add_argument("--arch", choices=("lenet", "small_cnn", "mlp", "resnet"),
+                        default="lenet")
     parser.add_argument("--sigma", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each; the best counts")
@@ -177,16 +191,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
-    net, source = load_net(args.weights, args.sigma, args.train_images)
-    test = load_data(f"mnist:test:{args.images}", data_root=data_root())
+    test = load_data(f"{args.data}:test:{args.images}", data_root=data_root())
     x, y = test.x, test.y
-    smoother, art_note = art_smoother(net, args.sigma)
+    shape, classes = tuple(test.input_shape), test.num_classes
+    net, source = load_net(args.weights, args.sigma, args.train_images, args.data, args.arch,
+                           shape, classes)
+    smoother, art_note = art_smoother(net, args.sigma, shape, classes)
     net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
     # warm-up (allocator, kernels) on one image with a small n
     run_assay(net, x[:1], args.sigma, 200, args.batch)
     run_art(smoother, x[:1], 200, 32)
-    run_bare(net, x[:1], args.sigma, 200, args.batch)
-    run_bare(net_cl, x[:1], args.sigma, 200, args.batch)
+    run_bare(net, x[:1], args.sigma, 200, args.batch, classes)
+    run_bare(net_cl, x[:1], args.sigma, 200, args.batch, classes)
 
     sweep = {}  # ART's seconds per image at each batch size
     for art_batch in [int(b) for b in args.art_batches.split(",")]:
@@ -199,9 +215,9 @@ def main() -> None:
         (ours_pred, ours_radius), t = timed(lambda: run_assay(net, x, args.sigma, args.n,
                                                               args.batch))
         t_ours = min(t_ours, t)
-        _, t = timed(lambda: run_bare(net, x, args.sigma, args.n, args.batch))
+        _, t = timed(lambda: run_bare(net, x, args.sigma, args.n, args.batch, classes))
         t_bare = min(t_bare, t)
-        _, t = timed(lambda: run_bare(net_cl, x, args.sigma, args.n, args.batch))
+        _, t = timed(lambda: run_bare(net_cl, x, args.sigma, args.n, args.batch, classes))
         t_bare_cl = min(t_bare_cl, t)
         (art_pred, art_radius), t = timed(lambda: run_art(smoother, x, args.n, art_batch))
         t_art = min(t_art, t)
@@ -217,7 +233,7 @@ def main() -> None:
 
     radii = (0.0, 0.25, 0.5, 0.75)
     lines = [
-        f"MNIST test images: {k}, LeNet weights: {source}",
+        f"{args.data} test images: {k}, {args.arch} weights: {source}",
         f"clean accuracy of the base net on them: {accuracy(net, x, y):.3f}",
         f"sigma = {args.sigma:g}, n0 = {N0}, n = {args.n}, alpha = {ALPHA:g}, batch = "
         f"{args.batch} (ART: {art_batch}); {machine()}; ART: {art_note}",

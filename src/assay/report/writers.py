@@ -144,8 +144,14 @@ def _findings_html(findings) -> str:
 
 
 def _check_html(check: CheckResult) -> str:
-    parts = [f'<section id="{_e(check.id)}"><h2>{_e(check.id)} {_badge(check.status)}</h2>',
-             f'<p class="muted">check <code>{_e(check.name)}</code>, pillar {_e(check.pillar)}, '
+    return (f'<section id="{_e(check.id)}"><h2>{_e(check.id)} {_badge(check.status)}</h2>'
+            f"{check_body_html(check)}</section>")
+
+
+def check_body_html(check: CheckResult) -> str:
+    """One check's part of a report page (everything below its heading): gates, metrics,
+    findings, plots and parameters."""
+    parts = [f'<p class="muted">check <code>{_e(check.name)}</code>, pillar {_e(check.pillar)}, '
              f'{check.seconds:.2f} s{" (from cache)" if check.cached else ""}</p>']
     if check.error:
         parts.append(f'<div class="finding"><b>error</b>: {_e(check.error)}</div>')
@@ -168,7 +174,7 @@ def _check_html(check: CheckResult) -> str:
     parts += [f'<img alt="{_e(p.title)}" src="{plot_png_data_uri(p)}">' for p in check.plots]
     parts.append(f"<details><summary>parameters and details</summary><pre>"
                  f"{_e(json.dumps({'params': check.params, 'details': check.details}, indent=2, default=str))}"
-                 f"</pre></details></section>")
+                 f"</pre></details>")
     return "".join(parts)
 
 

@@ -1,0 +1,71 @@
+"""The before/after report: one page with every metric's change and both audits' checks."""
+
+import json
+import re
+
+from assay.audit.results import AuditResult, CheckResult
+from assay.checks.base import Finding, Plot
+from assay.report.compare import metric_deltas, metric_direction, write_comparison
+
+
+def audit(name, robust, abstain, warn=False):
+    curve = Plot("robust accuracy", "eps", "accuracy", [0.0, 0.3], {"pgd": [0.99, robust]})
+    checks = (
+        CheckResult("accuracy", "accuracy", "performance", "pass", {},
+                    {"accuracy": 0.99, "n": 100.0}),
+        CheckResult("robustness", "robustness", "robustness", "warn" if warn else "pass", {},
+                    {"robust_accuracy@linf=0.3": robust}, plots=(curve,),
+                    findings=(Finding("warn", "gradients", f"masked {name}"),) if warn else ()),
+        CheckResult("certified_robustness", "certified_robustness", "robustness", "pass", {},
+                    {"abstain_rate": abstain, "temperature": 1.0}, plots=(curve,)),
+    )
+    return AuditResult("0", "now", "warn" if warn else "pass",
+                       {"name": name, "sha256": "0" * 64},
+                       {"name": "mnist", "split": "test", "n": 100}, {}, checks)
+
+
+def test_direction_of_metrics():
+    assert metric_direction("robust_accuracy@linf=0.3") == 1
+    assert metric_direction("certified_accuracy@l2=0.5") == 1
+    assert metric_direction("abstain_rate") == -1
+    assert metric_direction("ece_ts") == -1
+    assert metric_direction("latency_ms@prune:0.9") == -1
+    assert metric_direction("temperature") == 0
+    assert metric_direction("n") == 0
+
+
+def test_deltas_say_which_change_is_better():
+    rows = {r["metric"]: r for r in metric_deltas(audit("plain", 0.1, 0.5),
+                                                   audit("hardened", 0.8, 0.2))}
+    assert rows["robust_accuracy@linf=0.3"]["delta"] == 0.8 - 0.1
+    assert rows["robust_accuracy@linf=0.3"]["better"] is True
+    assert rows["abstain_rate"]["better"] is True  # fewer abstentions
+    assert rows["accuracy"]["better"] is None  # no change
+    assert rows["temperature"]["better"] is None  # no direction
+    worse = {r["metric"]: r for r in metric_deltas(audit("a", 0.8, 0.2), audit("b", 0.1, 0.5))}
+    assert worse["robust_accuracy@linf=0.3"]["better"] is False
+    assert worse["abstain_rate"]["better"] is False
+
+
+def test_one_page_holds_both_audits_side_by_side(tmp_path):
+    before, after = audit("plain", 0.1, 0.5, warn=True), audit("hardened", 0.8, 0.2)
+    paths = write_comparison(before, after, tmp_path, title="Before and after PGD-AT")
+    page = paths["comparison.html"].read_text()
+    assert "<script" not in page and "http" not in page.replace('lang="en"', "")
+    # every check once as a section, with a before and an after half
+    for check in ("accuracy", "robustness", "certified_robustness"):
+        assert page.count(f'<section id="{check}">') == 1
+    assert page.count("<h3>before") == 3 and page.count("<h3>after") == 3
+    # both audits' plots are embedded: two plots in each audit
+    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', page)) == 4
+    # the before audit's warning is shown, improvements are marked
+    assert "masked plain" in page
+    assert page.count('class="better"') == 2 and 'class="worse"' not in page
+    data = json.loads(paths["comparison.json"].read_text())
+    assert data["before"]["model"]["name"] == "plain"
+    assert data["after"]["model"]["name"] == "hardened"
+    markdown = paths["comparison.md"].read_text()
+    assert "| robustness | WARN | PASS |" in markdown
+    assert "+0.7 (better)" in markdown and "masked plain" in markdown
+    assert (tmp_path / "before" / "report.html").is_file()
+    assert (tmp_path / "after" / "report.json").is_file()
