@@ -79,6 +79,28 @@ def test_bad_harden_input_exits_2(tmp_path, capsys):
                    "--out", tmp_path / "m.safetensors") == 2
 
 
+def test_harden_passes_the_eps_ramp_and_the_schedule(tmp_path, monkeypatch, capsys):
+    import assay.defenses.adversarial as adversarial
+
+    seen = {}
+
+    def fake_training(model, data, **options):
+        seen.update(options, n=len(data))
+        raise AssayValueError("stopped by the test")
+
+    monkeypatch.setattr(adversarial, "adversarial_training", fake_training)
+    common = ["--arch", "mlp", "--data", "digits:train", "--eval-data", "digits:test",
+              "--method", "pgd", "--eps", "0.1", "--batch-size", "100", "--quiet",
+              "--out", tmp_path / "m.safetensors"]
+    assert run_cli("harden", "adversarial", *common, "--ramp-epochs", "1.5", "--schedule",
+                   "cyclic", "--lr", "0.01") == 2
+    batches = -(-seen["n"] // 100)
+    assert seen["ramp"] == round(1.5 * batches) and seen["config"].schedule == "cyclic"
+    assert seen["config"].lr == 0.01 and seen["method"] == "pgd"
+    assert run_cli("harden", "adversarial", *common, "--ramp-epochs", "-1") == 2
+    assert "--ramp-epochs must be >= 0" in capsys.readouterr().err
+
+
 def test_metric_deltas_cover_metrics_on_either_side():
     from assay.audit.results import AuditResult, CheckResult
 

@@ -58,3 +58,84 @@ def test_short_batches_are_padded_to_the_compiled_size(monkeypatch):
     out = forward(short)
     assert seen == [6, 6] and out.shape == (2, 3)
     torch.testing.assert_close(out, net(short))
+
+
+class FakeClock:
+    """perf_counter for AutoCompiledForward: advanced only by the (fake) passes."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def timed_setup(monkeypatch, eager_seconds, compiled_seconds):
+    """A model whose pass 'takes' eager_seconds and a torch.compile whose copy takes
+    compiled_seconds, on a fake clock; returns (model, clock, compiles)."""
+    import assay.core.inference as inference
+
+    clock, compiles = FakeClock(), []
+    net = small_cnn().eval()
+
+    def model(x):
+        clock.now += eager_seconds
+        return net(x)
+
+    def fake_compile(fn, **kwargs):
+        compiles.append(kwargs)
+
+        def compiled(x):
+            clock.now += compiled_seconds
+            return net(x)
+        return compiled
+
+    monkeypatch.setattr(inference.time, "perf_counter", clock)
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    return model, compiles
+
+
+@pytest.mark.parametrize("compiled_seconds, choice", [(0.5, "compiled"),
+                                                     (2.0, "eager after trial")])
+def test_auto_compiles_a_long_run_and_keeps_it_only_if_faster(monkeypatch, compiled_seconds,
+                                                              choice):
+    from assay.core.inference import AutoCompiledForward
+
+    model, compiles = timed_setup(monkeypatch, 1.0, compiled_seconds)
+    forward = AutoCompiledForward(model, passes=200, compile=None, owner="t")
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        outputs = [forward(x) for _ in range(20)]
+    assert len(compiles) == 1 and forward.choice == choice
+    assert forward.eager_seconds == [1.0, 1.0, 1.0]  # the first (warm-up) pass is not timed
+    assert len(forward.compiled_seconds) == 3
+    for out in outputs:
+        torch.testing.assert_close(out, outputs[0])
+
+
+def test_auto_does_not_compile_a_short_run(monkeypatch):
+    from assay.core.inference import AutoCompiledForward
+
+    # after the warm-up and 3 timed passes of 1 s, 6 passes (6 s < 60 s) are left
+    model, compiles = timed_setup(monkeypatch, 1.0, 0.1)
+    forward = AutoCompiledForward(model, passes=10, compile=None, owner="t")
+    with torch.no_grad():
+        for _ in range(10):
+            forward(torch.rand(4, 1, 8, 8))
+    assert compiles == [] and forward.choice == "eager"
+
+
+def test_compile_true_compiles_at_once_and_false_never(monkeypatch):
+    from assay.core.inference import AutoCompiledForward
+
+    model, compiles = timed_setup(monkeypatch, 1.0, 5.0)
+    eager = AutoCompiledForward(model, passes=1000, compile=False, owner="t")
+    forced = AutoCompiledForward(model, passes=1000, compile=True, owner="t")
+    with torch.no_grad():
+        for _ in range(10):
+            eager(torch.rand(4, 1, 8, 8))
+        assert compiles == []
+        for _ in range(10):
+            forced(torch.rand(4, 1, 8, 8))
+    # asked for, the compiled copy is kept even though it is slower
+    assert len(compiles) == 1 and forced.choice == "compiled" and eager.choice == "eager"

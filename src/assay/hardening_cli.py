@@ -34,6 +34,10 @@ def add_harden_parser(commands, model_options: Callable[[argparse.ArgumentParser
     adversarial.add_argument("--steps", type=int, help="attack steps (pgd, trades; default 10)")
     adversarial.add_argument("--beta", type=float, help="TRADES weight (default 6.0)")
     adversarial.add_argument("--alpha", type=float, help="fast: FGSM step (default 1.25 * eps)")
+    adversarial.add_argument("--ramp-epochs", type=float, default=0.0, metavar="E",
+                             help="grow the radius linearly from 0 to --eps over the first E "
+                                  "epochs (default 0: full radius from the start; from scratch "
+                                  "on MNIST at eps 0.3, 2 epochs let PGD-AT learn)")
     smoothing = methods.add_parser("smoothing", help="Gaussian noise augmentation for "
                                                      "randomized smoothing (Cohen et al. 2019)")
     smoothing.add_argument("--sigma", type=float, default=0.25, help="noise level (default 0.25)")
@@ -70,7 +74,11 @@ def _common(parser: argparse.ArgumentParser, model_options) -> None:
                         help="evaluation data (default: the test split of --data, 1000 points)")
     model_options(parser)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="Adam learning rate (the peak with --schedule cyclic)")
+    parser.add_argument("--schedule", choices=("constant", "cyclic"), default="constant",
+                        help="learning-rate schedule: constant, or cyclic (0 up to --lr at "
+                             "mid-training and back to 0; Wong et al. 2020)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True,
@@ -131,21 +139,32 @@ def _config(args: argparse.Namespace):
     from .core.training import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       seed=args.seed)
+                       schedule=args.schedule, seed=args.seed)
 
 
 def _harden(args, model, train, test) -> int:
+    import torch
+
     from .audit.plan import load_plan, plan_from_dict
+    from .core.inference import has_conv2d
     from .audit.runner import run_audit
     from .report.compare import write_comparison
 
     hardened = copy.deepcopy(model)
+    if hardened.device.type == "cpu" and has_conv2d(hardened):
+        # the same function with faster CPU convolution kernels (forward + backward 1.3x on
+        # the MNIST LeNet); _save writes contiguous tensors
+        hardened.to(memory_format=torch.channels_last)
     progress = not args.quiet
     if args.defence == "adversarial":
         from .defenses.adversarial import adversarial_training
 
         options = {k: v for k, v in (("steps", args.steps), ("beta", args.beta),
                                      ("alpha", args.alpha)) if v is not None}
+        if args.ramp_epochs < 0:
+            raise AssayValueError(f"--ramp-epochs must be >= 0; got {args.ramp_epochs:g}.")
+        batches_per_epoch = -(-len(train) // args.batch_size)
+        options["ramp"] = round(args.ramp_epochs * batches_per_epoch)
         result = adversarial_training(hardened, train, method=args.method, eps=args.eps,
                                       norm=args.norm, config=_config(args),
                                       show_progress=progress, **options)

@@ -12,18 +12,28 @@ model is never changed:
   compilation (a C++ compiler must be on the PATH). The result is checked against the
   model on the first real batch; a compile that fails or disagrees is dropped with a
   warning and the caller goes on with the model as it was.
+* :class:`AutoCompiledForward`: a forward function for a long run of equal-sized passes
+  that compiles only where the measured time says it pays. Compilation does not always
+  pay: on 2 CPU threads, passes of 256 run 1.6x faster compiled for the MNIST LeNet
+  (2 s to compile), 1.3x for the zoo ResNet (16 s), 1.0x for small_cnn and 0.8x for the
+  MLP.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import statistics
+import time
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["channels_last_copy", "compile_for_inference", "has_conv2d"]
+__all__ = ["AutoCompiledForward", "channels_last_copy", "compile_for_inference", "has_conv2d"]
+
+log = logging.getLogger("assay")
 
 # A compiled forward may differ from eager by rounding; more than this (relative to the
 # logits' scale) means it computes something else.
@@ -82,3 +92,65 @@ def compile_for_inference(model: nn.Module, batch: Tensor,
         return compiled(torch.cat([inputs, padding]))[:len(inputs)]
 
     return forward, reference
+
+
+class AutoCompiledForward:
+    """The forward function of a run of ``passes`` forward passes of equal size: the model,
+    or a compiled copy of it (:func:`compile_for_inference`) where that is faster.
+
+    ``compile=True`` compiles at the first pass, ``False`` never does. ``None`` decides by
+    timing, for CPU work (the caller's choice): the passes after the first (a warm-up) are
+    timed, and after ``probe`` of them the model is compiled only if the remaining passes
+    would take at least ``min_seconds`` eagerly (below that a 2 to 16 s compilation cannot
+    pay for itself); the next ``probe`` compiled passes are timed too, and the compiled copy
+    is dropped unless its median pass takes at most ``keep_ratio`` times the eager one.
+    ``choice`` ends as "eager", "compiled" or "eager after trial". Call it under
+    ``torch.no_grad()`` with the model in eval mode.
+    """
+
+    def __init__(self, model: Callable[[Tensor], Tensor], *, passes: int,
+                 compile: bool | None, owner: str, probe: int = 3,
+                 min_seconds: float = 60.0, keep_ratio: float = 0.9) -> None:
+        self.model, self.owner, self.passes = model, owner, passes
+        self.probe, self.min_seconds, self.keep_ratio = probe, min_seconds, keep_ratio
+        self.forward: Callable[[Tensor], Tensor] = model
+        self.eager_seconds: list[float] = []
+        self.compiled_seconds: list[float] = []
+        self.done = 0
+        self.choice = "eager"
+        self._stage = {True: "compile", False: "fixed", None: "probe"}[compile]
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        self.done += 1
+        stage = self._stage
+        if stage == "fixed":
+            return self.forward(batch)
+        if stage == "compile":
+            self.forward, logits = compile_for_inference(self.model, batch, self.owner)
+            compiled = self.forward is not self.model
+            self.choice = "compiled" if compiled else "eager"
+            # a compile asked for by the caller is kept; an automatic one is on trial
+            self._stage = "trial" if compiled and self.eager_seconds else "fixed"
+            return logits
+        started = time.perf_counter()
+        logits = self.forward(batch)
+        seconds = time.perf_counter() - started
+        if stage == "probe":
+            if self.done > 1:  # the first pass warms up caches and the allocator
+                self.eager_seconds.append(seconds)
+            if len(self.eager_seconds) == self.probe:
+                eager = statistics.median(self.eager_seconds)
+                left = eager * (self.passes - self.done)
+                self._stage = "compile" if left >= self.min_seconds else "fixed"
+                log.debug("%s: %.1f s of eager passes left: %s", self.owner, left,
+                          "compiling" if self._stage == "compile" else "not compiling")
+            return logits
+        self.compiled_seconds.append(seconds)  # stage "trial"
+        if len(self.compiled_seconds) == self.probe:
+            ratio = statistics.median(self.compiled_seconds) / statistics.median(
+                self.eager_seconds)
+            if ratio > self.keep_ratio:
+                self.forward, self.choice = self.model, "eager after trial"
+            log.debug("%s: compiled/eager pass time %.2f: %s", self.owner, ratio, self.choice)
+            self._stage = "fixed"
+        return logits

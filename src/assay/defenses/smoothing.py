@@ -71,7 +71,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._params import check_float, check_int
-from ..core.inference import channels_last_copy, compile_for_inference, has_conv2d
+from ..core.inference import AutoCompiledForward, channels_last_copy, has_conv2d
 from ..core.progress import progress_bar
 from ..errors import AssayValueError
 
@@ -82,9 +82,6 @@ __all__ = ["ABSTAIN", "Certification", "SmoothedClassifier", "binomial_p_value",
 ABSTAIN = -1
 # Above this many inputs in one forward pass, their noisy copies are built by one gather.
 _MAX_SEGMENTS = 16
-# compile=None compiles on CPU from this many noisy copies per call: 5 inputs at the default
-# n = 100,000. A compilation takes 3 to 15 s and saves about 0.5 s per 10,000 LeNet copies.
-_COMPILE_MIN_COPIES = 500_000
 
 
 @dataclass(frozen=True)
@@ -163,9 +160,11 @@ class SmoothedClassifier:
     compile : bool or None, default None
         Run the forward passes through ``torch.compile`` with weight freezing
         (:func:`assay.core.inference.compile_for_inference`: checked against the model on
-        the first batch, dropped with a warning if it fails). None: on CPU when a call has
-        at least 500,000 noisy copies (below that the 3 to 15 s compilation does not pay).
-        Same rounding caveat as ``channels_last``.
+        the first batch, dropped with a warning if it fails). None: decide by timing, on
+        CPU only (:class:`~assay.core.inference.AutoCompiledForward`): compile when the
+        first passes show at least 60 s of eager work left, and keep the compiled copy
+        only if its passes are at least 10% faster (on 2 threads the MNIST LeNet's are
+        1.6x faster, small_cnn's no faster). Same rounding caveat as ``channels_last``.
 
     Methods ``certify(x, n0=100, n=100_000, alpha=0.001)`` and
     ``predict(x, n=100_000, alpha=0.001)`` take ``x`` of shape ``[N, *shape]`` (moved to
@@ -257,13 +256,15 @@ class SmoothedClassifier:
             use_cl = x.ndim == 4 and device.type == "cpu" and has_conv2d(model)
         total = len(x) * per_input
         use_compile = self.compile
-        if use_compile is None:
-            use_compile = device.type == "cpu" and total >= _COMPILE_MIN_COPIES
+        if use_compile is None and device.type != "cpu":
+            use_compile = False
         was_training = model.training
         model.eval()
         if use_cl:
             model = channels_last_copy(model)
-        forward = model
+        starts = range(0, total, self.batch_size)
+        forward = AutoCompiledForward(model, passes=len(starts), compile=use_compile,
+                                      owner=owner)
         try:
             generator = torch.Generator(device=device).manual_seed(self.seed)
             num_classes = getattr(model, "num_classes", None)
@@ -273,7 +274,6 @@ class SmoothedClassifier:
                                      device=device)
             # phase of each position within one input's copies
             bounds = torch.tensor(np.cumsum(phases)[:-1], device=device)
-            starts = range(0, total, self.batch_size)
             for start in progress_bar(starts, desc="randomized smoothing", enabled=self.progress,
                                       total=len(starts)):
                 stop = min(start + self.batch_size, total)
@@ -290,10 +290,7 @@ class SmoothedClassifier:
                         torch.add(x[i], noisy[a:b], alpha=self.sigma, out=noisy[a:b])
                 else:  # many short runs of copies: one gather
                     noisy.mul_(self.sigma).add_(x.index_select(0, which))
-                if use_compile and start == 0:
-                    forward, logits = compile_for_inference(model, noisy, owner)
-                else:
-                    logits = forward(noisy)
+                logits = forward(noisy)
                 if counts is None:  # a bare network: learn K from its first output
                     counts = torch.zeros(len(x), n_phases, logits.shape[1], dtype=torch.long,
                                          device=device)
