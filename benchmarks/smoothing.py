@@ -22,8 +22,9 @@ Three runs certify the same ``--images`` images with the same sigma, n0 = 100, n
 (a) assay ``SmoothedClassifier.certify`` with its defaults (``--batch``, default 256, is
     its default batch size): noise drawn by a torch.Generator on the model's device, the
     copies of all images cut into full forward passes, bincount of argmax; a channels_last
-    copy of the net, compiled (torch.compile with freezing) when the call has at least
-    500,000 copies (100 images at n = 10,000 do); the compilation is timed with the rest;
+    copy of the net, compiled (a frozen TorchScript trace) when its first passes show at
+    least 10 s of eager work left and kept only if its passes are >= 10% faster; the
+    tracing and that trial are timed with the rest;
 (b) ART ``PyTorchRandomizedSmoothing.certify`` (``sample_size`` = n0, ``scale`` = sigma,
     ART's defaults 32 and 0.1 overridden): per image, NumPy noise for the n0 and then the n
     copies, ``predict`` through ART's PyTorchClassifier. The batch size matters to ART as
@@ -57,6 +58,7 @@ import argparse
 import copy
 import importlib.util
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -190,6 +192,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    # print assay's compile decisions (AutoCompiledForward logs them at debug level)
+    logging.basicConfig(format="  assay: %(message)s")
+    logging.getLogger("assay").setLevel(logging.DEBUG)
 
     test = load_data(f"{args.data}:test:{args.images}", data_root=data_root())
     x, y = test.x, test.y

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+import assay.core.inference as inference
 from assay.core.inference import channels_last_copy, compile_for_inference, has_conv2d
 
 
@@ -27,10 +28,10 @@ def test_a_failing_compile_falls_back_to_the_model(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler\nsecond line")
 
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(inference, "frozen_trace", broken)
     net = small_cnn().eval()
     batch = torch.rand(4, 1, 8, 8)
-    with pytest.warns(RuntimeWarning, match="owner: torch.compile .* no C\\+\\+ compiler"):
+    with pytest.warns(RuntimeWarning, match="owner: compiling the model .* no C\\+\\+ compiler"):
         forward, logits = compile_for_inference(net, batch, "owner")
     assert forward is net
     torch.testing.assert_close(logits, net(batch))
@@ -38,7 +39,7 @@ def test_a_failing_compile_falls_back_to_the_model(monkeypatch):
 
 def test_a_compile_that_disagrees_is_dropped(monkeypatch):
     net = small_cnn().eval()
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: (lambda x: model(x) + 1e-2))
+    monkeypatch.setattr(inference, "frozen_trace", lambda model, batch: (lambda x: model(x) + 1e-2))
     with pytest.warns(RuntimeWarning, match="differ from the model's"):
         forward, _ = compile_for_inference(net, torch.rand(4, 1, 8, 8), "owner")
     assert forward is net
@@ -48,11 +49,10 @@ def test_short_batches_are_padded_to_the_compiled_size(monkeypatch):
     net = small_cnn().eval()
     seen = []
 
-    def fake_compile(model, **kwargs):
-        assert kwargs == {"options": {"freezing": True}, "dynamic": False}
+    def fake_compile(model, batch):
         return lambda x: seen.append(len(x)) or model(x)
 
-    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(inference, "frozen_trace", fake_compile)
     forward, _ = compile_for_inference(net, torch.rand(6, 1, 8, 8), "owner")
     short = torch.rand(2, 1, 8, 8)
     out = forward(short)
@@ -71,10 +71,8 @@ class FakeClock:
 
 
 def timed_setup(monkeypatch, eager_seconds, compiled_seconds):
-    """A model whose pass 'takes' eager_seconds and a torch.compile whose copy takes
-    compiled_seconds, on a fake clock; returns (model, clock, compiles)."""
-    import assay.core.inference as inference
-
+    """A model whose pass 'takes' eager_seconds and a compile whose copy takes
+    compiled_seconds, on a fake clock; returns (model, compiles)."""
     clock, compiles = FakeClock(), []
     net = small_cnn().eval()
 
@@ -82,8 +80,8 @@ def timed_setup(monkeypatch, eager_seconds, compiled_seconds):
         clock.now += eager_seconds
         return net(x)
 
-    def fake_compile(fn, **kwargs):
-        compiles.append(kwargs)
+    def fake_compile(fn, batch):
+        compiles.append(batch.shape)
 
         def compiled(x):
             clock.now += compiled_seconds
@@ -91,7 +89,7 @@ def timed_setup(monkeypatch, eager_seconds, compiled_seconds):
         return compiled
 
     monkeypatch.setattr(inference.time, "perf_counter", clock)
-    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(inference, "frozen_trace", fake_compile)
     return model, compiles
 
 
@@ -116,7 +114,7 @@ def test_auto_compiles_a_long_run_and_keeps_it_only_if_faster(monkeypatch, compi
 def test_auto_does_not_compile_a_short_run(monkeypatch):
     from assay.core.inference import AutoCompiledForward
 
-    # after the warm-up and 3 timed passes of 1 s, 6 passes (6 s < 60 s) are left
+    # after the warm-up and 3 timed passes of 1 s, 6 passes (6 s < 10 s) are left
     model, compiles = timed_setup(monkeypatch, 1.0, 0.1)
     forward = AutoCompiledForward(model, passes=10, compile=None, owner="t")
     with torch.no_grad():
@@ -139,3 +137,32 @@ def test_compile_true_compiles_at_once_and_false_never(monkeypatch):
             forced(torch.rand(4, 1, 8, 8))
     # asked for, the compiled copy is kept even though it is slower
     assert len(compiles) == 1 and forced.choice == "compiled" and eager.choice == "eager"
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 12, 12)])
+def test_frozen_trace_is_the_same_function(shape):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(shape[0], 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(6 * (shape[1] - 2) ** 2, 4))
+    with torch.no_grad():  # a batch norm with non-trivial statistics, folded by the trace
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    net = channels_last_copy(net.eval())
+    batch = torch.rand(16, *shape)
+    forward, logits = compile_for_inference(net, batch, "owner")
+    assert forward is not net
+    torch.testing.assert_close(logits, net(batch))
+    other = torch.rand(5, *shape)  # shorter than the traced batch: padded
+    with torch.no_grad():
+        torch.testing.assert_close(forward(other), net(other), rtol=1e-4, atol=1e-5)
+
+
+def test_a_random_forward_is_not_compiled():
+    class Noisy(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :3] + torch.randn(x.shape[0], 3)
+
+    net = Noisy().eval()
+    with pytest.warns(RuntimeWarning, match="differ from the model's"):
+        forward, _ = compile_for_inference(net, torch.rand(8, 1, 4, 4), "owner")
+    assert forward is net

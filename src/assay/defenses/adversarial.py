@@ -210,14 +210,18 @@ LOSSES = {"pgd": pgd_loss, "trades": trades_loss, "fast": fast_loss}
 
 def adversarial_training(model: nn.Module, data: Dataset, *, method: Method = "pgd",
                          eps: float, norm: Norm = "linf", config: TrainConfig = TrainConfig(),
-                         guard_points: int = 256, show_progress: bool = True,
-                         **method_options) -> HardeningResult:
+                         steps: int | None = None, step_size: float | None = None,
+                         beta: float | None = None, alpha: float | None = None, ramp: int = 0,
+                         guard_points: int = 256, show_progress: bool = True
+                         ) -> HardeningResult:
     """Train ``model`` in place with ``method`` at radius ``eps``; return what happened.
 
+    ``steps`` and ``step_size`` (pgd, trades), ``beta`` (trades) and ``alpha`` (fast) go to
+    the method's loss; None keeps that loss's default (:func:`pgd_loss`,
+    :func:`trades_loss`, :func:`fast_loss`), and an option the method does not take is an
+    error. ``ramp``: batches over which the radius grows linearly to ``eps`` (0: none).
     ``guard_points`` training points are held out for the :class:`OverfittingGuard` (0: no
-    guard). ``method_options`` go to the method's loss (``steps``, ``step_size``, ``beta``,
-    ``alpha``, ``ramp``). Defaults are those of :func:`pgd_loss`, :func:`trades_loss`,
-    :func:`fast_loss`.
+    guard).
     """
     owner = "adversarial_training"
     check_choice("method", method, tuple(LOSSES), owner)
@@ -226,11 +230,14 @@ def adversarial_training(model: nn.Module, data: Dataset, *, method: Method = "p
     if guard_points >= len(data):
         raise AssayValueError(f"{owner}: guard_points ({guard_points}) must be smaller than the "
                               f"training set ({len(data)} points).")
+    given = {k: v for k, v in (("steps", steps), ("step_size", step_size), ("beta", beta),
+                               ("alpha", alpha)) if v is not None}
     accepted = set(inspect.signature(LOSSES[method]).parameters) - {"eps", "norm", "seed"}
-    unknown = sorted(set(method_options) - accepted)
+    unknown = sorted(set(given) - accepted)
     if unknown:
         raise AssayValueError(f"{owner}: method {method!r} takes no option(s) {unknown}; its "
-                              f"options are {sorted(accepted)}.")
+                              f"options are {sorted(accepted - {'ramp'})}.")
+    method_options = {**given, "ramp": ramp}
     loss_fn = LOSSES[method](eps, norm=norm, seed=config.seed, **method_options)
     guard = None
     if guard_points:
