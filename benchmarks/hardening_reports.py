@@ -64,14 +64,18 @@ def run(name: str, argv: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("defences", nargs="*", choices=("adversarial", "smoothing"),
-                        default=["adversarial", "smoothing"])
+    parser.add_argument("defences", nargs="*", metavar="adversarial|smoothing",
+                        help="the reports to make (default both)")
     parser.add_argument("--n-eval", type=int, default=1000, help="test points audited")
     parser.add_argument("--n-certify", type=int, default=100,
                         help="test points certified (smoothing)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "reports")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    args.defences = args.defences or ["adversarial", "smoothing"]
+    unknown = set(args.defences) - {"adversarial", "smoothing"}
+    if unknown:
+        parser.error(f"unknown defence(s) {sorted(unknown)}: choose adversarial, smoothing")
     torch.set_num_threads(args.threads)
     root = data_root()
     print(machine(), flush=True)

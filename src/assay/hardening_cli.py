@@ -146,8 +146,8 @@ def _harden(args, model, train, test) -> int:
     import torch
 
     from .audit.plan import load_plan, plan_from_dict
-    from .core.inference import has_conv2d
     from .audit.runner import run_audit
+    from .core.inference import has_conv2d
     from .report.compare import write_comparison
 
     hardened = copy.deepcopy(model)

@@ -80,10 +80,10 @@ def compile_for_inference(model: nn.Module, batch: Tensor,
                                                                   reference.argmax(1)):
             raise RuntimeError(f"compiled logits differ from the model's by {gap:.3g}")
     except Exception as error:  # an untraceable or unsupported operation, a mismatch
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
         warnings.warn(f"{owner}: compiling the model (TorchScript freezing) failed, running it "
-                      f"uncompiled ({type(error).__name__}: "
-                      f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}"
-                      "); compile=False skips the attempt.", RuntimeWarning, stacklevel=3)
+                      f"uncompiled ({type(error).__name__}: {first_line}); compile=False "
+                      "skips the attempt.", RuntimeWarning, stacklevel=3)
         return model, reference
 
     def forward(inputs: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import textwrap
 
 from ..checks.base import Plot
 
@@ -31,7 +32,7 @@ def plot_png_data_uri(plot: Plot) -> str:
     else:
         for label, values in plot.series.items():
             axes.plot(plot.x, values, marker="o", label=label)
-    axes.set_title(plot.title, fontsize=10)
+    axes.set_title(_wrapped(plot.title), fontsize=10)
     axes.set_xlabel(plot.x_label)
     axes.set_ylabel(plot.y_label)
     axes.grid(alpha=0.3)
@@ -57,10 +58,15 @@ def _heatmap(plot: Plot) -> str:
             if value == value:  # not NaN
                 axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
                           color="white" if value < 0.6 else "black")
-    axes.set_title(plot.title, fontsize=10)
+    axes.set_title(_wrapped(plot.title), fontsize=10)
     axes.set_xlabel(plot.x_label)
     figure.colorbar(image, ax=axes, label=plot.y_label)
     return _encode(figure)
+
+
+def _wrapped(title: str) -> str:
+    """A title on lines short enough for the figure's width (10 pt, 5.2 inches)."""
+    return textwrap.fill(title, width=60)
 
 
 def _encode(figure) -> str:
