@@ -61,13 +61,12 @@ def main() -> None:
     net = zoo.build("lenet", input_shape=(1, 28, 28), num_classes=10, seed=args.seed)
     net = net.to(memory_format=torch.channels_last)  # same function, faster CPU kernels
     model = ModelWrapper(net, num_classes=10, input_shape=(1, 28, 28), name="lenet")
-    options = {k: v for k, v in (("steps", args.steps), ("alpha", args.alpha)) if v is not None}
-    options["ramp"] = int(args.ramp_epochs * -(-len(train) // args.batch_size))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          schedule="cyclic", seed=args.seed)
     started = time.perf_counter()
     result = adversarial_training(model, train, method=args.method, eps=EPS, config=config,
-                                  show_progress=False, **options)
+                                  steps=args.steps, alpha=args.alpha,
+                                  ramp_epochs=args.ramp_epochs, show_progress=False)
     train_seconds = time.perf_counter() - started
     print(f"training: {train_seconds / 60:.1f} min; guard PGD-10 accuracy per epoch "
           f"{[round(a, 3) for a in result.guard_accuracies]}"

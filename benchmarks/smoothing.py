@@ -105,8 +105,8 @@ def load_net(choice: str, sigma: float, train_images: int, data: str, arch: str,
         return net.eval(), (f"{normal_path.name} (plain training from benchmarks/evasion.py, "
                             "NOT noise-trained: same speed, smaller radii)")
     train = load_data(f"{data}:train:{train_images}", data_root=data_root())
-    print(f"training {arch} on {data} with Gaussian augmentation sigma = {sigma:g} on {train_images} "
-          "images ...", flush=True)
+    print(f"training {arch} on {data} with Gaussian augmentation sigma = {sigma:g} on "
+          f"{train_images} images ...", flush=True)
     started = time.perf_counter()
     history = fit(net, train, TrainConfig(**recipe), loss_fn=gaussian_augmentation_loss(sigma),
                   show_progress=True)

@@ -111,3 +111,25 @@ def test_eps_ramp_grows_the_radius_linearly():
     assert _Schedule(0, 0.3, 0).next(torch.device("cpu"))[1] == 0.3
     with pytest.raises(AssayValueError, match="'ramp'"):
         _Schedule(0, 0.3, -1)
+
+
+def test_ramp_epochs_count_the_batches_fit_will_run(digits, monkeypatch):
+    import assay.defenses.adversarial as adversarial
+
+    seen = {}
+
+    def fake_loss(eps, **options):
+        seen.update(options)
+        raise AssayValueError("stopped by the test")
+
+    monkeypatch.setitem(adversarial.LOSSES, "fast", fake_loss)
+    train, _ = digits
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    config = TrainConfig(batch_size=100)
+    with pytest.raises(AssayValueError, match="stopped"):
+        adversarial_training(net, train, method="fast", eps=0.1, config=config,
+                             ramp_epochs=1.5, guard_points=56)
+    per_epoch = -(-(len(train) - 56) // 100)  # the guard's points are held out first
+    assert seen["ramp"] == round(1.5 * per_epoch)
+    with pytest.raises(AssayValueError, match="'ramp_epochs'"):
+        adversarial_training(net, train, method="fast", eps=0.1, ramp_epochs=-1.0)

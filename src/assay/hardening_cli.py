@@ -159,15 +159,10 @@ def _harden(args, model, train, test) -> int:
     if args.defence == "adversarial":
         from .defenses.adversarial import adversarial_training
 
-        options = {k: v for k, v in (("steps", args.steps), ("beta", args.beta),
-                                     ("alpha", args.alpha)) if v is not None}
-        if args.ramp_epochs < 0:
-            raise AssayValueError(f"--ramp-epochs must be >= 0; got {args.ramp_epochs:g}.")
-        batches_per_epoch = -(-len(train) // args.batch_size)
-        options["ramp"] = round(args.ramp_epochs * batches_per_epoch)
         result = adversarial_training(hardened, train, method=args.method, eps=args.eps,
-                                      norm=args.norm, config=_config(args),
-                                      show_progress=progress, **options)
+                                      norm=args.norm, config=_config(args), steps=args.steps,
+                                      beta=args.beta, alpha=args.alpha,
+                                      ramp_epochs=args.ramp_epochs, show_progress=progress)
         if result.collapsed_at is not None:
             log.warning("catastrophic overfitting in epoch %d; the best epoch was kept",
                         result.collapsed_at + 1)

@@ -41,18 +41,15 @@ def metric_deltas(before: AuditResult, after: AuditResult) -> list[dict]:
     and ``better``: True / False when the change is an improvement / a regression by
     :func:`metric_direction`, None when there is no change or no direction."""
     rows = []
-    after_checks = {c.id: c for c in after.checks}
-    for check in before.checks:
-        other = after_checks.get(check.id)
-        names = list(check.metrics) + [m for m in (other.metrics if other else {})
-                                       if m not in check.metrics]
-        for name in names:
-            b = check.metrics.get(name)
-            a = other.metrics.get(name) if other else None
+    for check_id, old, new in _paired_checks(before, after):
+        old_metrics = old.metrics if old else {}
+        new_metrics = new.metrics if new else {}
+        for name in list(old_metrics) + [m for m in new_metrics if m not in old_metrics]:
+            b, a = old_metrics.get(name), new_metrics.get(name)
             delta = a - b if a is not None and b is not None else None
             direction = metric_direction(name)
             better = None if not delta or not direction else delta * direction > 0
-            rows.append({"check": check.id, "metric": name, "before": b, "after": a,
+            rows.append({"check": check_id, "metric": name, "before": b, "after": a,
                          "delta": delta, "better": better})
     return rows
 
@@ -82,10 +79,9 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 def _paired_checks(before: AuditResult, after: AuditResult):
     """(id, before check or None, after check or None) in the before audit's order."""
-    after_checks = {c.id: c for c in after.checks}
-    ids = [c.id for c in before.checks] + [c.id for c in after.checks
-                                           if c.id not in {b.id for b in before.checks}]
     before_checks = {c.id: c for c in before.checks}
+    after_checks = {c.id: c for c in after.checks}
+    ids = list(before_checks) + [i for i in after_checks if i not in before_checks]
     return [(i, before_checks.get(i), after_checks.get(i)) for i in ids]
 
 
