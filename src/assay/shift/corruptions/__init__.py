@@ -27,10 +27,13 @@ frost, spatter, snow).
 
 Departures from the reference, each documented in its function: frost uses a procedural
 ice texture instead of five photographs; the elastic transform warps once instead of
-twice; spatter's water drops take the drops' outlines instead of Canny edges; outputs are
-not quantised to 8 bits. The others reproduce the reference's arithmetic, its quirks
-included (glass blur's "swap" that copies, ``clipped_zoom``'s off-centre crop, PIL's box
-filter); the tests check several against SciPy, PIL and colorsys.
+twice (each warp's border kept: reflect-101 for the affine one, half-sample symmetric for
+the displacement); spatter's water drops take the drops' outlines instead of Canny edges;
+outputs are not quantised to 8 bits (the 8-bit steps between two operations, in glass
+blur and snow, are kept). The others reproduce the reference's arithmetic, its quirks
+included (glass blur's "swap" that copies, ``clipped_zoom``'s off-centre crop, the zoom
+factors of NumPy's ``arange`` such as 1.2500000000000002, PIL's box filter); the tests
+check several against SciPy, PIL and colorsys.
 
 Example:
     >>> import torch

@@ -11,6 +11,7 @@ float32 for half-precision inputs and clips the result to [0, 1] in the input's 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 
@@ -146,6 +147,17 @@ def luma(x: torch.Tensor) -> torch.Tensor:
         return x
     r, g, b = LUMA
     return r * x[:, 0:1] + g * x[:, 1:2] + b * x[:, 2:3]
+
+
+def to_8bit(x: torch.Tensor, rounding: Literal["floor", "nearest"]) -> torch.Tensor:
+    """``x`` on the 1/255 grid, as the reference's conversions to uint8 between two steps
+    leave it: ``"floor"`` truncates as ``np.uint8(x * 255)``, ``"nearest"`` rounds as an
+    8-bit PNG written by ImageMagick. The floor has 1e-12 levels of slack, a few float64
+    ulps at 255, so that rounding in a blur does not drop an exact 8-bit level (a flat
+    region) by one; give it float64 values where arithmetic decides the floor (float32
+    cannot resolve the 1e-7-level tails of a blur that the reference's float64 sees)."""
+    shift = {"floor": 1e-12, "nearest": 0.5}[rounding]
+    return (x * 255 + shift).floor_().clamp_(0, 255).div_(255)
 
 
 def colour(rgb: Sequence[float], channels: int, like: torch.Tensor) -> torch.Tensor:

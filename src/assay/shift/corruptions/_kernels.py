@@ -37,6 +37,15 @@ def source_index(n: int, positions: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown border mode {mode!r}")  # internal misuse, not user input
 
 
+def fold_symmetric(c: torch.Tensor, n: int) -> torch.Tensor:
+    """Float coordinates (pixel centres at 0 .. n - 1) moved into [0, n - 1] so that
+    linear interpolation there reads the ``"symmetric"`` extension (SciPy's "reflect"):
+    mirrored about -0.5 and n - 0.5, then clamped, as that extension is flat over the
+    outer half pixel."""
+    m = (c + 0.5).remainder(2 * n)
+    return (torch.where(m >= n, 2 * n - m, m) - 0.5).clamp(0, n - 1)
+
+
 def pad2d(x: torch.Tensor, ph: int, pw: int, mode: str) -> torch.Tensor:
     """Pad the last two dimensions by ``ph`` rows and ``pw`` columns on each side."""
     h, w = x.shape[-2:]

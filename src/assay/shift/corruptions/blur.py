@@ -15,14 +15,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._common import corruption, pixel_scale, rand, randint
+from ._common import corruption, pixel_scale, rand, randint, to_8bit
 from ._kernels import (apply_pixel_operator, conv2d_same, gaussian_blur as _blur,
                        motion_blur as _motion, zoom_blur_operator)
 
 DEFOCUS = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1))  # radius, alias sigma
 GLASS = ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2))  # sigma, delta, it.
 MOTION = ((6, 1.0), (6, 1.5), (6, 2.0), (8, 2.0), (9, 2.5))  # radius, sigma
-ZOOM_STEPS = (7, 12, 16, 21, 26)  # factors 1, 1.01, ... as np.arange(1, 1.06 .. 1.26, 0.01)
+ZOOM_STOPS = (1.06, 1.11, 1.16, 1.21, 1.26)  # factors np.arange(1, stop, 0.01)
 GAUSSIAN_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)
 
 
@@ -87,11 +87,13 @@ def _jitter(x: torch.Tensor, delta: int, generator: torch.Generator | None) -> t
 @corruption
 def glass_blur(x: torch.Tensor, severity: int,
                generator: torch.Generator | None) -> torch.Tensor:
-    """Glass blur: Gaussian blur, local pixel jitter, Gaussian blur again.
+    """Glass blur: Gaussian blur, truncation to 8 bits, local pixel jitter, Gaussian blur.
 
     Hendrycks & Dietterich, ICLR 2019. (sigma, max shift delta, iterations) per severity
     1..5: (0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2); sigma and
-    delta times ``max(1, min(H, W) / 32)`` (delta rounded).
+    delta times ``max(1, min(H, W) / 32)`` (delta rounded). The first blur is computed in
+    float64 and truncated to the 1/255 grid as the reference's ``np.uint8(blur * 255)``
+    (which darkens by half a level on average); the last one is not quantised.
 
     The reference sweeps the pixels and "swaps" each with a random neighbour through
     ``a[p], a[q] = a[q], a[p]`` on NumPy views, which copies rather than swaps: every
@@ -116,7 +118,7 @@ def glass_blur(x: torch.Tensor, severity: int,
     sigma, delta, iterations = GLASS[severity - 1]
     s = pixel_scale(x)
     delta = max(1, round(delta * s))
-    out = _blur(x, sigma * s)
+    out = to_8bit(_blur(x.double(), sigma * s), "floor").to(x.dtype)  # np.uint8(blur * 255)
     for _ in range(iterations):
         out = _jitter(out, delta, generator)
     return _blur(out, sigma * s)
@@ -151,14 +153,27 @@ def motion_blur(x: torch.Tensor, severity: int,
     return _motion(x, radius * s, sigma * s, angles)
 
 
+def _zoom_factors(severity: int) -> tuple[float, ...]:
+    """The reference's ``np.arange(1, stop, 0.01)`` in float64, value for value.
+
+    NumPy fills a float range as ``start + i * ((start + step) - start)``, not
+    ``start + i * step``: factor 25 is 1.2500000000000002, not 1.25, and ``clipped_zoom``
+    sizes its grid from it (on 32 pixels, round(26 * factor) is 33, not 32)."""
+    start, step, stop = 1.0, 0.01, ZOOM_STOPS[severity - 1]
+    delta = (start + step) - start
+    count = math.ceil((stop - start) / step)
+    return (start, start + step) + tuple(start + i * delta for i in range(2, count))
+
+
 @corruption
 def zoom_blur(x: torch.Tensor, severity: int,
               generator: torch.Generator | None) -> torch.Tensor:
     """Zoom blur: the mean of the image and its zooms about the centre by 1, 1.01, ...
 
-    Hendrycks & Dietterich, ICLR 2019. Number of zoom factors ``1 + 0.01 k`` per severity
-    1..5: 7, 12, 16, 21, 26 (the reference's ``np.arange(1, 1.06 .. 1.26, 0.01)``, largest
-    factors 1.06, 1.11, 1.15, 1.20, 1.25). Each zoom is the reference's ``clipped_zoom``
+    Hendrycks & Dietterich, ICLR 2019. Zoom factors per severity 1..5: the reference's
+    ``np.arange(1, stop, 0.01)`` for stop 1.06, 1.11, 1.16, 1.21, 1.26, value for value
+    (7, 12, 16, 21, 26 factors, the largest 1.06, 1.11, 1.15, 1.20, 1.25; see
+    :func:`_zoom_factors`). Each zoom is the reference's ``clipped_zoom``
     (crop ceil(size / factor) pixels, first at (size - crop) // 2, linear resize, keep
     the centre), so it is slightly off-centre as there. Factors are relative, so no size
     scaling. The whole mean is one cached [H*W, H*W] linear operator (dense up to 64 x 64
@@ -177,8 +192,7 @@ def zoom_blur(x: torch.Tensor, severity: int,
         >>> zoom_blur(torch.rand(2, 3, 32, 32), 2).shape
         torch.Size([2, 3, 32, 32])
     """
-    factors = tuple(1 + 0.01 * k for k in range(ZOOM_STEPS[severity - 1]))
-    op = zoom_blur_operator(x.shape[2], x.shape[3], factors, x.device, x.dtype)
+    op = zoom_blur_operator(x.shape[2], x.shape[3], _zoom_factors(severity), x.device, x.dtype)
     return apply_pixel_operator(x, op)
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import LUMA, corruption, rand
-from ._kernels import box_resize_matrix, gaussian_blur, separable
+from ._kernels import box_resize_matrix, fold_symmetric, gaussian_blur, separable
 
 BRIGHTNESS = (0.05, 0.1, 0.15, 0.2, 0.3)  # added to the HSV value
 CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)  # factor on the deviation from the channel mean
@@ -163,10 +163,14 @@ def elastic_transform(x: torch.Tensor, severity: int,
     (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03): three
     points around the centre move by uniform(-jitter, jitter) and define the affine map;
     the displacement is uniform(-1, 1) noise per pixel and axis, Gaussian-smoothed
-    (sigma, mirrored border, truncated at 3 sigma) and scaled by alpha. Already relative
-    to the size, so these follow any H, W. The reference resamples twice (affine, then
-    displacement); here both compose into one bilinear ``grid_sample`` with a mirrored
-    border, which blurs less.
+    (sigma, half-sample symmetric border, truncated at 3 sigma) and scaled by alpha.
+    Already relative to the size, so these follow any H, W. The reference resamples twice:
+    the affine warp (OpenCV, border reflect-101: ``d c b | a b c d | c b a``), then the
+    displacement (SciPy ``map_coordinates``, mode "reflect": half-sample symmetric, ``c b
+    a | a b c d | d c b``, since SciPy 1.6). Here both compose into one bilinear
+    ``grid_sample``, which blurs less; each border is kept: displaced points are mirrored
+    into the grid half-sample symmetrically, then the affine map reads the image with
+    reflect-101.
 
     Args:
         x: images [N, C, H, W], C in {1, 3}, float, values in [0, 1].
@@ -192,9 +196,13 @@ def elastic_transform(x: torch.Tensor, severity: int,
         noise = rand((n, 2, h, w), generator, x, -1.0, 1.0)
         shift = gaussian_blur(noise, sigma, mode="symmetric", truncate=3.0) * alpha
         points = points + shift.permute(0, 2, 3, 1)
+        # the reference reads its affine-warped image there with SciPy's "reflect"
+        points = torch.stack([fold_symmetric(points[..., 0], w),
+                              fold_symmetric(points[..., 1], h)], -1)
     ones = torch.ones(n, h, w, 1, dtype=x.dtype, device=x.device)
     source = torch.cat([points, ones], -1).reshape(n, h * w, 3) @ inverse  # [N, HW, 2]
-    size_xy = torch.tensor([w, h], dtype=x.dtype, device=x.device)
-    grid = ((2 * source + 1) / size_xy - 1).reshape(n, h, w, 2)
+    last_xy = torch.tensor([w - 1, h - 1], dtype=x.dtype, device=x.device)
+    grid = (2 * source / last_xy - 1).reshape(n, h, w, 2)
+    # reflection about the edge pixels' centres (align_corners) is reflect-101
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
-                         align_corners=False)
+                         align_corners=True)

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._common import LUMA, colour, corruption, luma, pixel_scale, rand, randn
+from ._common import LUMA, colour, corruption, luma, pixel_scale, rand, randn, to_8bit
 from ._kernels import conv2d_same, gaussian_blur, motion_blur, separable, zoom_matrix
 
 # (mean, std, zoom, threshold, blur radius, blur sigma, image weight)
@@ -39,8 +39,9 @@ def snow(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> t
     """Snow: a thresholded noise layer of flakes, motion-blurred, over a whitened image.
 
     Hendrycks & Dietterich, ICLR 2019. Per image: a flake layer N(mean, std) per pixel,
-    zoomed about the centre, values below a threshold set to 0, clipped, motion-blurred
-    (see :func:`.blur.motion_blur`) at an angle uniform in [-135, -45) degrees; the image
+    zoomed about the centre, values below a threshold set to 0, clipped, truncated to 8
+    bits, motion-blurred (see :func:`.blur.motion_blur`) at an angle uniform in [-135, -45)
+    degrees and rounded to 8 bits (the reference's uint8 image through ImageMagick); the image
     becomes ``w x + (1 - w) max(x, 1.5 grey(x) + 0.5)`` and the layer and its 180-degree
     rotation are added. (mean, std, zoom, threshold, radius, sigma, w) per severity 1..5:
     (0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
@@ -67,8 +68,9 @@ def snow(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> t
     if zoom != 1:
         flakes = separable(flakes, zoom_matrix(h, zoom, x), zoom_matrix(w, zoom, x))
     flakes = torch.where(flakes < threshold, torch.zeros_like(flakes), flakes).clamp(0, 1)
+    flakes = to_8bit(flakes, "floor")  # the reference's 8-bit grey image for ImageMagick
     angles = rand((n,), generator, x, -135.0, -45.0)
-    flakes = motion_blur(flakes, radius * s, sigma * s, angles)
+    flakes = to_8bit(motion_blur(flakes, radius * s, sigma * s, angles), "nearest")  # its PNG
     whitened = weight * x + (1 - weight) * torch.maximum(x, luma(x) * 1.5 + 0.5)
     return whitened + flakes + flakes.flip(-2, -1)
 
