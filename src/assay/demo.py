@@ -1,15 +1,37 @@
 """The demo audit: a small CNN trained reproducibly on scikit-learn's bundled 8x8 digits
-in a few seconds, and a plan with gates that a well-trained model passes."""
+in a few seconds, and a plan with gates that a well-trained model passes.
+
+With a cache directory the trained weights are kept there as safetensors, keyed by
+everything that decides them (architecture, training settings, training data, assay and
+torch versions), so a second demo run loads them instead of training: the same weights
+give the same fingerprint, and so every check's cached output is reused.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._version import __version__
 from .audit.plan import Plan, plan_from_dict
 from .core import zoo
 from .core.data import Dataset
 from .core.loaders import load_digits
 from .core.model import ModelWrapper
+from .core.threads import using_threads
 from .core.training import TrainConfig, fit
 
+log = logging.getLogger(__name__)
+
+DEMO_ARCH = "small_cnn"
 DEMO_TRAINING = TrainConfig(epochs=15, batch_size=64, lr=3e-3, seed=0)
 
 DEMO_PLAN = {
@@ -34,11 +56,63 @@ def demo_plan() -> Plan:
     return plan_from_dict(DEMO_PLAN, source="<demo plan>")
 
 
-def demo_model(*, show_progress: bool = True) -> tuple[ModelWrapper, Dataset, Dataset]:
-    """Train the demo model; return it with the digits test and train splits."""
+def demo_model(*, show_progress: bool = True, cache_dir: str | Path | None = None
+               ) -> tuple[ModelWrapper, Dataset, Dataset]:
+    """Train the demo model (or load its weights from ``cache_dir``); return it with the
+    digits test and train splits."""
     train, test = load_digits("train"), load_digits("test")
-    net = zoo.build("small_cnn", input_shape=train.input_shape, num_classes=10, seed=0)
-    fit(net, train, DEMO_TRAINING, show_progress=show_progress)
+    net = zoo.build(DEMO_ARCH, input_shape=train.input_shape, num_classes=10, seed=0)
+    weights = (None if cache_dir is None
+               else Path(cache_dir) / f"demo-{_weights_key(train)}.safetensors")
+    if weights is None or not _load_weights(net, weights):
+        log.info("training the demo model on digits (seconds)")
+        # One thread: the weights then do not depend on the machine's core count (a
+        # different split of the batch reductions rounds differently), and a model this
+        # small trains about as fast on one.
+        with using_threads(1):
+            fit(net, train, DEMO_TRAINING, show_progress=show_progress)
+        if weights is not None:
+            _save_weights(net, weights)
+    net.eval()  # loaded weights leave a freshly built net in train mode
     model = ModelWrapper(net, num_classes=10, input_shape=train.input_shape,
                          name="demo small_cnn on digits")
     return model, test, train
+
+
+def _weights_key(train: Dataset) -> str:
+    parts = {"arch": DEMO_ARCH, "training": asdict(DEMO_TRAINING), "data": train.sha256(),
+             "assay": __version__, "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _load_weights(net: nn.Module, path: Path) -> bool:
+    """Load cached demo weights (safetensors: no code runs); False when absent or unusable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return False
+    try:
+        net.load_state_dict(load_file(str(path)), strict=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        log.warning("cached demo weights %s are unusable (%s); training again", path, err)
+        return False
+    log.info("demo model: trained weights read from %s", path)
+    return True
+
+
+def _save_weights(net: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(handle)
+        save_file(state, temp)  # then renamed: a killed run leaves no half-written file
+        os.replace(temp, path)
+    except OSError as err:  # the model is trained either way; only the next run pays
+        log.warning("could not cache the demo weights in %s (%s)", path.parent, err)
+        if temp is not None:
+            Path(temp).unlink(missing_ok=True)

@@ -12,7 +12,11 @@ A plan is TOML::
 
 A gate is ``METRIC OP NUMBER`` with OP one of >=, <=, >, <, and METRIC one of the
 metrics the check produces for its parameters. Everything is validated when the plan
-is loaded, before any check runs, and all problems are reported at once.
+is loaded, before any check runs, and all problems are reported at once: keys, types,
+allowed values, repeated list entries, gates, and each check's own rules
+(``Check.validate_params``: files that must exist, entries that mean the same). What
+needs the model and data (an eps above the input range) is checked by the runner's
+``preflight`` (``Check.validate_for``), still before the first check runs.
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import platform
 import sys
 import time
 import traceback
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +18,29 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..checks import CheckContext, Finding, get_check
-from ..core.data import Dataset
+from ..checks import CheckContext, CheckOutput, Finding, get_check
+from ..core.data import Dataset, outside_bounds
 from ..core.model import ModelWrapper
+from ..core.threads import Threads, check_threads, threads_for
 from ..errors import AssayValueError, AssayWarning
 from .cache import ResultCache, cache_key
 from .executors import Executor, LocalExecutor
 from .plan import CheckSpec, Plan
-from .results import AuditResult, CheckResult, GateResult, overall_status
+from .results import AuditResult, CheckResult, GateResult, check_status, overall_status
 
 log = logging.getLogger(__name__)
 
 
-def preflight(model: ModelWrapper, data: Dataset) -> list[Finding]:
-    """Refuse data the model cannot take; return findings about the pair.
+def preflight(model: ModelWrapper, data: Dataset, plan: Plan | None = None, *,
+              train_data: Dataset | None = None,
+              data_root: str | Path | None = None) -> list[Finding]:
+    """Refuse data the model cannot take, and a plan that does not fit them; return
+    findings about the pair.
 
     Raises ``AssayValueError`` for a wrong input shape, outputs that are not [N, K]
-    logits, or labels beyond the model's class count.
+    logits, labels beyond the model's class count, or inputs outside the model's bounds;
+    with ``plan``, also for parameters that do not fit this model and data (each check's
+    ``validate_for``), every problem of the plan in one error.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AssayWarning)  # recorded as findings instead
@@ -44,6 +50,36 @@ def preflight(model: ModelWrapper, data: Dataset) -> list[Finding]:
             f"The data {data.label} has {data.num_classes} classes (labels up to "
             f"{int(data.y.max())}) but the model outputs {model.num_classes} scores. Fix: pass "
             "the data the model was trained for, or the matching model.")
+    for split in (data, train_data):
+        if split is None:
+            continue
+        if split.input_shape != data.input_shape:
+            raise AssayValueError(f"The training data {split.label} has input shape "
+                                  f"{split.input_shape} but the evaluation data has "
+                                  f"{data.input_shape}. Fix: pass the training split of the "
+                                  "same data set.")
+        found = outside_bounds(split.x, model.bounds)
+        if found is not None:  # attacks clip to the bounds: every check would be skewed
+            low, high = model.bounds
+            raise AssayValueError(
+                f"The data {split.label} ranges from {found[0]:g} to {found[1]:g}, outside the "
+                f"model's input bounds [{low:g}, {high:g}]. Fix: give the bounds of the data's "
+                "natural range (--bounds LOW HIGH on the command line, ModelWrapper(bounds=...) "
+                "in Python), or scale the data into them.")
+    if plan is not None:
+        ctx = CheckContext(model=model, data=data, seed=plan.seed, train_data=train_data,
+                           progress=False, data_root=data_root)
+        problems = []
+        for index, spec in enumerate(plan.checks):
+            try:
+                found_here = get_check(spec.name).validate_for(ctx, spec.params)
+            except AssayValueError as err:
+                found_here = [str(err)]
+            if found_here:
+                problems.append(f"checks[{index}]: check {spec.name!r}: " + "; ".join(found_here))
+        if problems:
+            raise AssayValueError(f"{plan.source}: the plan does not fit the model and data: "
+                                  + "; ".join(problems))
     findings = [Finding("warn", f"model_{f.code}", f.message) for f in model.findings]
     if model.num_classes > data.num_classes:
         findings.append(Finding("info", "class_count",
@@ -55,85 +91,144 @@ def preflight(model: ModelWrapper, data: Dataset) -> list[Finding]:
 def run_audit(model: ModelWrapper, data: Dataset, plan: Plan, *,
               train_data: Dataset | None = None, cache_dir: str | Path | None = None,
               executor: Executor | None = None, progress: bool = True,
-              model_info: dict[str, Any] | None = None) -> AuditResult:
+              model_info: dict[str, Any] | None = None,
+              data_root: str | Path | None = None, threads: Threads = "auto") -> AuditResult:
     """Run every check of ``plan`` on ``model`` and ``data`` and return the results.
+
+    ``data_root`` is where checks read further data sets (the OOD check's Fashion-MNIST;
+    None: ``$ASSAY_DATA_DIR``). Every check's parameters are checked against the model and
+    data (:func:`preflight`) before the first check runs.
+
+    ``threads`` is the intra-op thread count of each check: "auto" times the model on one
+    thread and on all of them before each check and takes the faster (see
+    :mod:`assay.core.threads`: small models beside a busy neighbour ran up to 17x slower on
+    two threads), an int fixes it, None leaves torch's setting.
 
     Finished checks are cached in ``cache_dir`` (when given): run the same audit again
     after an interruption and they are read back instead of recomputed. A check that
     raises becomes status "error" with its message; the others still run.
     """
     started = time.perf_counter()
-    findings = preflight(model, data)
+    threads = check_threads(threads, "run_audit")
+    findings = preflight(model, data, plan, train_data=train_data, data_root=data_root)
     model.eval()
     cache = ResultCache(cache_dir) if cache_dir is not None else None
     model_hash = model.fingerprint()
     ctx = CheckContext(model=model, data=data, seed=plan.seed, train_data=train_data,
-                       progress=progress)
-    tasks = [_task(spec, ctx, cache, model_hash) for spec in plan.checks]
-    results = tuple((executor or LocalExecutor()).map(tasks))
+                       progress=progress, data_root=data_root)
+    tasks = [_task(spec, ctx, cache, model_hash, threads) for spec in plan.checks]
+    results = []
+    for result in (executor or LocalExecutor()).map(tasks):
+        results.append(result)
+        log.info("[%d/%d] %s", len(results), len(tasks), console_line(result))
+    results = tuple(results)
     info = {"sha256": model_hash, **model.describe(), **(model_info or {})}
     return AuditResult(
         assay_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         status=overall_status(results), model=info, data=data.describe(),
-        provenance=_provenance(plan, started), checks=results, findings=tuple(findings))
+        provenance=_provenance(plan, started, threads), checks=results, findings=tuple(findings))
 
 
-def _task(spec: CheckSpec, ctx: CheckContext, cache: ResultCache | None, model_hash: str):
+def _task(spec: CheckSpec, ctx: CheckContext, cache: ResultCache | None, model_hash: str,
+          threads: Threads = None):
+    # Everything that decides the check's output, and nothing that only judges it (gates).
     key = cache_key(model=model_hash, data=ctx.data.sha256(),
                     train=None if ctx.train_data is None else ctx.train_data.sha256(),
-                    check=spec.name, id=spec.id, params=spec.params, seed=ctx.seed,
-                    version=__version__)
+                    data_root=ctx.data_root or os.environ.get("ASSAY_DATA_DIR"),
+                    check=spec.name, params=spec.params, seed=ctx.seed, version=__version__,
+                    torch=torch.__version__, device=str(ctx.model.device))
 
     def run() -> CheckResult:
         if cache is not None:
             hit = cache.get(key)
             if hit is not None:
-                log.info("check %s: cached result reused", spec.id)
-                return replace(hit, cached=True)
-        result = run_check(spec, ctx)
-        if cache is not None and result.status != "error":
-            cache.put(key, result)
-        return result
+                log.debug("check %s: cached output reused", spec.id)
+                return judge(spec, *hit, cached=True)
+        output, seconds, error = _execute(spec, ctx, threads)
+        if output is None:
+            return _error_result(spec, seconds, error)
+        if cache is not None:
+            try:
+                cache.put(key, output, seconds)
+            except (OSError, TypeError, ValueError) as err:  # the result itself is kept
+                log.warning("check %s: could not cache its output (%s: %s)", spec.id,
+                            type(err).__name__, err)
+        return judge(spec, output, seconds)
 
     return run
 
 
 def run_check(spec: CheckSpec, ctx: CheckContext) -> CheckResult:
     """Run one check and evaluate its gates; exceptions become status "error"."""
+    output, seconds, error = _execute(spec, ctx)
+    return _error_result(spec, seconds, error) if output is None else judge(spec, output, seconds)
+
+
+def judge(spec: CheckSpec, output: CheckOutput, seconds: float, *,
+          cached: bool = False) -> CheckResult:
+    """Evaluate ``spec``'s gates on ``output`` and derive the status: the same verdict
+    whether the output was just computed or read from the cache. A gate on a missing,
+    None or NaN metric fails."""
+    gates = tuple(GateResult(g.expr, g.metric, g.op, g.threshold, value, g.passes(value))
+                  for g in spec.gates for value in [output.metrics.get(g.metric)])
+    findings = tuple(output.findings)
+    return CheckResult(spec.id, spec.name, get_check(spec.name).pillar,
+                       check_status(gates, findings), spec.params, output.metrics, gates,
+                       findings, tuple(output.plots), output.details, seconds=seconds,
+                       cached=cached)
+
+
+def _execute(spec: CheckSpec, ctx: CheckContext,
+             threads: Threads = None) -> tuple[CheckOutput | None, float, str | None]:
+    """Run the check: (output, seconds, None), or (None, seconds, message) if it raised."""
     check = get_check(spec.name)
-    log.info("check %s: running", spec.id)
     start = time.perf_counter()
     try:
-        output = check.run(ctx, spec.params)
+        with threads_for(threads, ctx.model, ctx.data.x, owner="run_audit") as count:
+            log.debug("check %s: running on %d threads", spec.id, count)
+            output = check.run(ctx, spec.params)
     except Exception as err:  # a crashing check must not take the audit down
-        seconds = time.perf_counter() - start
         message = f"{type(err).__name__}: {err}"
-        log.error("check %s failed: %s\n%s", spec.id, message, traceback.format_exc())
-        gates = tuple(GateResult(g.expr, g.metric, g.op, g.threshold, None, False)
-                      for g in spec.gates)
-        return CheckResult(spec.id, spec.name, check.pillar, "error", spec.params, {}, gates,
-                           seconds=seconds, error=message)
+        log.error("check %s failed: %s", spec.id, message)
+        log.debug("check %s: traceback\n%s", spec.id, traceback.format_exc())
+        return None, time.perf_counter() - start, message
     finally:
         ctx.model.eval()
-    seconds = time.perf_counter() - start
-    gates = tuple(GateResult(g.expr, g.metric, g.op, g.threshold, output.metrics.get(g.metric),
-                             g.passes(output.metrics.get(g.metric))) for g in spec.gates)
-    if not all(g.passed for g in gates):
-        status = "fail"
-    elif any(f.level == "warn" for f in output.findings):
-        status = "warn"
-    else:
-        status = "pass"
-    return CheckResult(spec.id, spec.name, check.pillar, status, spec.params, output.metrics,
-                       gates, tuple(output.findings), tuple(output.plots), output.details,
-                       seconds=seconds)
+    return output, time.perf_counter() - start, None
 
 
-def _provenance(plan: Plan, started: float) -> dict[str, Any]:
+def _error_result(spec: CheckSpec, seconds: float, message: str | None) -> CheckResult:
+    gates = tuple(GateResult(g.expr, g.metric, g.op, g.threshold, None, False)
+                  for g in spec.gates)
+    return CheckResult(spec.id, spec.name, get_check(spec.name).pillar, "error", spec.params,
+                       {}, gates, seconds=seconds, error=message)
+
+
+def console_line(check: CheckResult) -> str:
+    """One line for a finished check: status, seconds, failed gates or the error."""
+    took = (f"from cache ({check.seconds:.1f} s when computed)" if check.cached
+            else f"{check.seconds:.1f} s")
+    line = f"{check.id}: {check.status.upper()}, {took}"
+    if check.error:
+        return f"{line}: {check.error}"
+    failed = check.failed_gates
+    if failed:
+        line += "; failed: " + ", ".join(g.outcome for g in failed)
+    warned = [f.code for f in check.findings if f.level == "warn"]
+    if warned:
+        line += "; warnings: " + ", ".join(warned)
+    if not check.gated:
+        line += "; no gates"
+    return line
+
+
+def _provenance(plan: Plan, started: float, threads: Threads) -> dict[str, Any]:
     return {
         "assay": __version__, "torch": torch.__version__, "numpy": np.__version__,
         "python": sys.version.split()[0], "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(), "seed": plan.seed, "plan": plan.source,
+        "torch_threads": torch.get_num_threads(),
+        "threads": "torch default" if threads is None else threads,
+        "seed": plan.seed, "plan": plan.source,
         "seconds": round(time.perf_counter() - started, 3),
     }
