@@ -80,7 +80,7 @@ def test_bad_harden_input_exits_2(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("harden", "adversarial", "--arch", "mlp", "--eps", "0.1", *common,
                    "--ramp-epochs", "-1", "--out", tmp_path / "m.safetensors") == 2
-    assert "'ramp_epochs'" in capsys.readouterr().err
+    assert "--ramp-epochs -1: must be >= 0" in capsys.readouterr().err
 
 
 def test_harden_passes_the_eps_ramp_and_the_schedule(tmp_path, monkeypatch):

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from . import zoo
+from .model import ExportedModule
+from .._params import check_choice
 from ..errors import AssayValueError
 
 ModelFormat = Literal["torchscript", "export", "safetensors", "state_dict"]
@@ -66,10 +68,13 @@ def file_sha256(path: Path) -> str:
 def load_network(path: str | Path, *, arch: str | None = None,
                  input_shape: tuple[int, ...] | None = None,
                  num_classes: int | None = None) -> tuple[nn.Module, ModelFormat]:
-    """Load the network in ``path``; return it (in eval mode) and the detected format.
+    """Load the network in ``path``; return it and the detected format.
 
     ``arch``, ``input_shape`` and ``num_classes`` are needed only for weight files
     (safetensors, state_dict), to build the zoo architecture the weights belong to.
+    Weight files and torch.export programs come back in eval mode; a TorchScript model
+    keeps the mode it was saved in, so that :class:`~assay.core.model.ModelWrapper` can
+    report one saved in train mode.
     """
     path = Path(path)
     if not path.is_file():
@@ -79,8 +84,8 @@ def load_network(path: str | Path, *, arch: str | None = None,
         try:
             with warnings.catch_warnings():  # TorchScript is deprecated but still widely shipped
                 warnings.simplefilter("ignore", DeprecationWarning)
-                return torch.jit.load(str(path), map_location="cpu").eval(), kind
-        except RuntimeError as err:
+                return torch.jit.load(str(path), map_location="cpu"), kind
+        except (RuntimeError, torch.jit.Error) as err:
             raise AssayValueError(f"{path}: cannot load the TorchScript archive ({_first(err)})."
                                   ) from err
     if kind == "export":
@@ -89,24 +94,49 @@ def load_network(path: str | Path, *, arch: str | None = None,
         except Exception as err:  # torch.export raises many types for a bad archive
             raise AssayValueError(f"{path}: cannot load the torch.export archive ({_first(err)})."
                                   ) from err
-        return _ExportedModule(program.module()), kind
+        _check_batch_dimension(path, program)
+        return ExportedModule(program.module()), kind
     state = _read_weights(path, kind)
     if arch is None:
         raise AssayValueError(f"{path} holds weights only ({kind}); name its architecture with "
                               f"--arch, one of {sorted(zoo.ARCHITECTURES)}, or save the model as "
                               "TorchScript or torch.export.")
+    check_choice("arch", arch, sorted(zoo.ARCHITECTURES), "load_network")
     if input_shape is None or num_classes is None:
         raise AssayValueError(f"{path}: building architecture {arch!r} needs the input shape "
                               "and class count; they come from the data.")
     net = zoo.build(arch, input_shape=input_shape, num_classes=num_classes)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
+    mismatch = _state_mismatch(net.state_dict(), state)
+    if not mismatch:
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as err:  # a case _state_mismatch does not know
+            mismatch = _first(err)
+    if mismatch:
         raise AssayValueError(f"{path}: the weights do not fit architecture {arch!r} with "
                               f"input shape {tuple(input_shape)} and {num_classes} classes "
-                              f"({_first(err)}). Check --arch and that the data's class count "
-                              "matches the model's.") from err
-    return net.eval(), kind
+                              f"({mismatch}). Check --arch and that the data's class count "
+                              "matches the model's.")
+    return net.eval(), kind  # weights carry no mode: not the fresh module's train mode
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """The missing, unexpected and wrongly shaped keys, a few of each; "" when they fit."""
+    def few(keys: list[str]) -> str:
+        shown = ", ".join(keys[:4])
+        return shown + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {tuple(got[k].shape)} in the file, {tuple(v.shape)} in the architecture"
+              for k, v in expected.items() if k in got and got[k].shape != v.shape]
+    parts = [f"{label}: {few(keys)}" for label, keys in (
+        ("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+        if keys]
+    if missing and unexpected and any(k.startswith("module.") for k in unexpected):
+        parts.append("the file's keys start with 'module.' (saved from DataParallel): save "
+                     "model.module.state_dict() instead")
+    return "; ".join(parts)
 
 
 def _read_weights(path: Path, kind: ModelFormat) -> dict[str, torch.Tensor]:
@@ -136,19 +166,26 @@ def _read_weights(path: Path, kind: ModelFormat) -> dict[str, torch.Tensor]:
     return state
 
 
-class _ExportedModule(nn.Module):
-    """Holds a torch.export graph module; export graphs have no train/eval switch to honour."""
-
-    def __init__(self, graph: nn.Module) -> None:
-        super().__init__()
-        self.graph = graph
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x)
-
-    def train(self, mode: bool = True) -> _ExportedModule:
-        self.training = mode  # the exported graph itself does not support .train()
-        return self
+def _check_batch_dimension(path: Path, program) -> None:
+    """Refuse a program traced for a fixed or capped batch size: assay runs batches of
+    every size (1 to find the class count, 512 to predict)."""
+    try:
+        name = program.graph_signature.user_inputs[0]
+        node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name)
+        size = node.meta["val"].shape[0]
+        if isinstance(size, int):
+            problem = f"a static batch size of {size}"
+        else:
+            upper = program.range_constraints[size.node.expr].upper
+            if bool(upper > 1_000_000):
+                return
+            problem = f"a batch size of at most {int(upper)}"
+    except Exception:  # another torch's layout: a failing forward still says why
+        return
+    raise AssayValueError(
+        f"{path}: the torch.export program was exported with {problem}; assay runs batches of "
+        f"any size. Fix: re-export it with a dynamic batch dimension, torch.export.export("
+        f"model, (x,), dynamic_shapes={{{name!r}: {{0: torch.export.Dim('batch')}}}}).")
 
 
 def _first(err: BaseException) -> str:

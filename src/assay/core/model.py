@@ -47,7 +47,8 @@ class ModelWrapper(nn.Module):
 
     The wrapped network is put in eval mode; a network handed over in train mode gets
     a ``train_mode`` finding (dropout or batch-norm statistics would have made the
-    audit stochastic).
+    audit stochastic). A torch.export module (``ExportedProgram.module()``), whose mode
+    was fixed at export, is taken as it is.
 
     Example
     -------
@@ -76,7 +77,9 @@ class ModelWrapper(nn.Module):
         self.bounds = (lo, hi)
         self.name = name
         self.findings: list[ModelFinding] = []
-        if net.training:
+        if "train" in vars(net):  # torch.export's module() replaces train() by one that raises
+            net = ExportedModule(net)
+        if getattr(net, "training", False):  # a frozen TorchScript module has no flag
             self.findings.append(ModelFinding(
                 "train_mode", "The model was handed over in train mode; assay switched it to "
                 "eval mode (dropout off, batch-norm running statistics used)."))
@@ -113,7 +116,9 @@ class ModelWrapper(nn.Module):
 
     @torch.no_grad()
     def predict_logits(self, x: Tensor, *, batch_size: int = 512) -> Tensor:
-        """Logits for ``x`` in batches, on the model's device, in eval mode."""
+        """Logits for ``x`` in batches, on the model's device, in eval mode.
+
+        Raises ``AssayValueError`` when a logit is NaN or infinite (one check per call)."""
         was_training = self.training
         self.eval()
         try:
@@ -121,12 +126,14 @@ class ModelWrapper(nn.Module):
             out = [self(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
             if not out:
                 return torch.empty(0, self.num_classes, device=device)
-            return torch.cat(out)
+            logits = torch.cat(out)
         finally:
             self.train(was_training)
+        _require_finite(logits)  # argmax would read a NaN row as class 0
+        return logits
 
     def predict(self, x: Tensor, *, batch_size: int = 512) -> Tensor:
-        """Predicted labels ``[N]``."""
+        """Predicted labels ``[N]`` (``AssayValueError`` on NaN or infinite logits)."""
         return self.predict_logits(x, batch_size=batch_size).argmax(dim=1)
 
     # ----------------------------------------------------------------------- checks
@@ -135,8 +142,8 @@ class ModelWrapper(nn.Module):
         """Run the model on a sample of real inputs and record what looks wrong.
 
         Raises ``AssayValueError`` when the model rejects inputs of this shape or returns
-        something other than ``[N, K]`` logits; records findings (and warns) when outputs
-        look like probabilities or differ between two identical forward passes.
+        something other than finite ``[N, K]`` logits; records findings (and warns) when
+        outputs look like probabilities or differ between two identical forward passes.
         """
         sample = x[:64].to(self.device)
         if tuple(sample.shape[1:]) != self.input_shape:
@@ -147,6 +154,8 @@ class ModelWrapper(nn.Module):
         self.eval()
         first = self._guarded_forward(sample)
         second = self._guarded_forward(sample)
+        for out in (first, second):  # before comparing them: NaN != NaN
+            _require_finite(out)
         found: list[ModelFinding] = []
         if not torch.equal(first, second):
             gap = (first - second).abs().max().item()
@@ -166,15 +175,7 @@ class ModelWrapper(nn.Module):
         return found
 
     def _guarded_forward(self, sample: Tensor) -> Tensor:
-        try:
-            out = self(sample)
-        except RuntimeError as err:
-            raise _rejected(err, sample.shape) from err
-        if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != sample.shape[0]:
-            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise AssayValueError(
-                f"The model must return logits of shape [N, num_classes]; for a batch of "
-                f"{sample.shape[0]} it returned {shape}.")
+        out = self._probe(sample)
         if out.shape[1] != self.num_classes:
             raise AssayValueError(
                 f"The model returns {out.shape[1]} outputs per input but num_classes is "
@@ -182,16 +183,23 @@ class ModelWrapper(nn.Module):
         return out
 
     def _infer_num_classes(self) -> int:
-        probe = torch.zeros(1, *self.input_shape, device=self.device)
         with torch.no_grad():
-            try:
-                out = self(probe)
-            except RuntimeError as err:
-                raise _rejected(err, probe.shape) from err
-        if out.ndim != 2:
-            raise AssayValueError(f"The model must return logits of shape [N, num_classes]; it "
-                                  f"returned shape {tuple(out.shape)}.")
+            out = self._probe(torch.zeros(1, *self.input_shape, device=self.device))
         return int(out.shape[1])
+
+    def _probe(self, sample: Tensor) -> Tensor:
+        """One forward pass whose failures are ``AssayValueError``s naming the fix."""
+        try:
+            out = self(sample)
+        except Exception as err:  # torch.jit.Error is no RuntimeError; export guards assert
+            raise _rejected(err, sample.shape) from err
+        if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != sample.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else f"a {type(out).__name__}"
+            raise AssayValueError(
+                f"The model must return one tensor of logits of shape [N, num_classes]; for a "
+                f"batch of {sample.shape[0]} it returned {shape}. Fix: make forward return the "
+                "logits alone (e.g. a wrapper module returning the first output).")
+        return out
 
     # ----------------------------------------------------------------------- identity
     def fingerprint(self) -> str:
@@ -219,12 +227,45 @@ class ModelWrapper(nn.Module):
         }
 
 
-def _rejected(err: RuntimeError, shape: torch.Size) -> AssayValueError:
+class ExportedModule(nn.Module):
+    """Holds a torch.export graph module (``ExportedProgram.module()``), which refuses
+    ``train()`` and ``eval()``: its mode was fixed at export, so it counts as eval mode."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+        self.training = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.graph(x)
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode  # the flag only: the graph itself cannot switch
+        return self
+
+
+def _rejected(err: Exception, shape: torch.Size) -> AssayValueError:
     # TorchScript puts its own preamble first; the cause is on the last line.
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     cause = lines[-1] if lines else type(err).__name__
-    return AssayValueError(f"The model rejected inputs of shape {tuple(shape)}: {cause}. Fix: "
-                           "pass data of the shape the model expects.")
+    fix = "pass data of the shape the model expects, or fix the model's forward"
+    if "Guard failed" in cause:  # a torch.export program traced for one input shape
+        fix = ("re-export the model with a dynamic batch dimension (dynamic_shapes with "
+               "torch.export.Dim) and the data's input shape")
+    if not isinstance(err, torch.jit.Error):  # whose cause names the Python error itself
+        cause = f"{type(err).__name__}: {cause}"
+    return AssayValueError(f"The model rejected inputs of shape {tuple(shape)} ({cause}). "
+                           f"Fix: {fix}.")
+
+
+def _require_finite(logits: Tensor) -> None:
+    if not bool(torch.isfinite(logits).all()):  # one reduction; rows are counted on failure
+        bad = int((~torch.isfinite(logits).all(dim=1)).sum())
+        raise AssayValueError(
+            f"The model returned NaN or infinite logits for {bad} of {len(logits)} inputs, so "
+            "no prediction of theirs can be scored. Fix: check the weights (a NaN in the file, "
+            "a diverged training run) and that the data is in the model's input range and "
+            "normalisation (bounds, mean, std).")
 
 
 def _tensor_bytes(tensor: Tensor) -> bytes:
@@ -241,8 +282,10 @@ def _channel_stats(values: Sequence[float] | None, input_shape: tuple[int, ...],
     channels = input_shape[0]
     stats = torch.as_tensor(list(values), dtype=torch.float32).flatten()
     if stats.numel() not in (1, channels) or not torch.isfinite(stats).all():
-        raise AssayValueError(f"The '{name}' parameter of {owner} must hold 1 or {channels} "
-                              f"finite numbers (one per channel). Got {list(values)!r} instead.")
+        count = "1 finite number" if channels == 1 else (
+            f"1 or {channels} finite numbers (one per channel)")
+        raise AssayValueError(f"The '{name}' parameter of {owner} must hold {count}. "
+                              f"Got {list(values)!r} instead.")
     # Shape [1, C, 1, 1] for images, [1, D] for tabular data; one value broadcasts anyway.
     spatial = len(input_shape) - 1
     return stats.view(1, -1, *([1] * spatial)) if stats.numel() > 1 else stats

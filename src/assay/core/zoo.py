@@ -109,8 +109,9 @@ ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
 def build(name: str, *, input_shape: Sequence[int], num_classes: int, seed: int = 0) -> nn.Module:
     """Build architecture ``name`` for ``input_shape`` (no batch dim) and ``num_classes``.
 
-    The weights are drawn from ``seed`` inside a forked random state, so the global
-    random state is left as it was and the same seed gives the same weights.
+    The weights are drawn on the CPU from ``seed`` inside a forked CPU random state, so
+    the global random states (CPU and CUDA) are left as they were and the same seed gives
+    the same weights.
 
     >>> net = build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
     >>> net(torch.zeros(2, 1, 8, 8)).shape
@@ -120,6 +121,8 @@ def build(name: str, *, input_shape: Sequence[int], num_classes: int, seed: int 
     check_int("num_classes", num_classes, "zoo.build", low=2)
     check_int("seed", seed, "zoo.build", low=0)
     shape = tuple(int(s) for s in input_shape)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    # Built on the CPU from the CPU generator alone: torch.manual_seed would reseed every
+    # CUDA device too, which fork_rng(devices=[]) does not restore.
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.default_generator.manual_seed(seed)
         return ARCHITECTURES[name](shape, num_classes)
