@@ -68,9 +68,12 @@ def test_ood_check_on_digits(digits, digits_model):
     (result,) = run(digits_model, test, {"name": "ood", "params": {"detectors": ["msp", "energy",
                                                                               "mahalanobis"]}},
                     train=train)
-    assert result.details["ood_sets"] == {"far": "noise", "near": "inverted"}
+    assert result.details["ood_sets"] == {"far": "noise", "near": "rotated"}
     assert result.metrics["auroc@msp:far"] > 0.5
-    assert result.metrics["auroc@mahalanobis:near"] > 0.9
+    assert result.metrics["auroc@mahalanobis:near"] > 0.7
+    # near-OOD is the harder task: no detector separates it better than noise
+    for detector in ("msp", "energy", "mahalanobis"):
+        assert result.metrics[f"auroc@{detector}:near"] < result.metrics[f"auroc@{detector}:far"]
     assert len(result.plots) == 3
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ..core.data import Dataset
@@ -52,7 +53,11 @@ class Plot:
     """Data for one plot; the report draws it. ``kind`` is "line", "bar" or "heatmap".
 
     ``series`` maps a legend label (for a heatmap: a row label) to values aligned with
-    ``x`` (for a heatmap: the column labels).
+    ``x`` (for a heatmap: the column labels). Optional, all aligned with ``x``:
+    ``reference`` lines that are not data (drawn dashed, e.g. perfect calibration),
+    ``counts``: the samples behind each point of a series (drawn under the plot; a
+    series with counts is not joined into a curve), and ``points``: metric name ->
+    ``[series label, x value]``, the point a metric is, so the report can draw its gate.
     """
 
     title: str
@@ -61,6 +66,9 @@ class Plot:
     x: list[float] | list[str]
     series: dict[str, list[float]]
     kind: Literal["line", "bar", "heatmap"] = "line"
+    reference: dict[str, list[float]] = field(default_factory=dict)
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    points: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,13 +82,15 @@ class CheckOutput:
 @dataclass(frozen=True)
 class CheckContext:
     """What a check runs on: the wrapped model, the evaluation split, an optional
-    training split, and the audit's seed. ``progress`` enables progress bars."""
+    training split, and the audit's seed. ``progress`` enables progress bars;
+    ``data_root`` is where a check reads further data sets (None: ``$ASSAY_DATA_DIR``)."""
 
     model: ModelWrapper
     data: Dataset
     seed: int = 0
     train_data: Dataset | None = None
     progress: bool = True
+    data_root: str | Path | None = None
 
 
 class Check(ABC):
@@ -100,6 +110,18 @@ class Check(ABC):
     def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
         """Compute the metrics. ``params`` is complete and validated."""
 
+    def validate_params(self, params: dict[str, Any]) -> list[str]:
+        """Problems with resolved ``params`` that need no model or data (a file that must
+        exist, two entries that mean the same), each naming the parameter and the fix.
+        Called when the plan is loaded."""
+        return []
+
+    def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
+        """Problems with ``params`` for this model and data (an eps larger than the input
+        range, a data set that is not there), each naming the parameter and the fix. The
+        runner asks every check of a plan before the first one runs."""
+        return []
+
     def resolve_params(self, given: dict[str, Any], *, where: str = "") -> dict[str, Any]:
         """Fill defaults and validate ``given``; raise one error listing every problem."""
         declared = {p.name: p for p in self.params}
@@ -113,6 +135,8 @@ class Check(ABC):
                 problems.append(problem)
             else:
                 resolved[param.name] = _normalise(param, value)
+        if not problems:
+            problems = self.validate_params(resolved)
         if problems:
             prefix = f"{where}check {self.name!r}: "
             raise AssayValueError(prefix + "; ".join(problems))
@@ -157,7 +181,39 @@ def _validate(param: Param, value: Any) -> str | None:
         return f"the {param.name!r} parameter must be >= {param.low}; got {value!r}"
     if param.high is not None and any(v > param.high for v in numbers):
         return f"the {param.name!r} parameter must be <= {param.high}; got {value!r}"
+    # A repeated entry would run twice and be reported once (metric names collide).
+    lists = value.items() if isinstance(value, dict) else [(None, value)] \
+        if isinstance(value, list) else []
+    for key, entries in lists:
+        repeated = [v for i, v in enumerate(entries) if v in entries[:i]]
+        if repeated:
+            where = f" for {key!r}" if key is not None else ""
+            return (f"the {param.name!r} parameter lists {repeated[0]!r} more than once{where}; "
+                    f"list each value once (got {value!r})")
     return None
+
+
+def radius_limit(norm: str, bounds: tuple[float, float], input_shape: tuple[int, ...]) -> float:
+    """The largest radius that still means something in the input box: every point of
+    the box lies within it of every other (Linf: the box's width; L2 and L1: its diameter
+    in that norm, width * sqrt(D) and width * D for D input values)."""
+    width = bounds[1] - bounds[0]
+    size = math.prod(input_shape)
+    return {"linf": width, "l2": width * math.sqrt(size), "l1": width * size}[norm]
+
+
+def radius_problem(name: str, norm: str, radii: list[float], ctx: CheckContext) -> str | None:
+    """A message when a radius exceeds :func:`radius_limit` for the model's bounds and the
+    data's input shape (e.g. eps = 1e308: it overflows and says nothing a smaller one
+    would not), else None."""
+    limit = radius_limit(norm, ctx.model.bounds, ctx.data.input_shape)
+    over = [r for r in radii if r > limit * (1 + 1e-9)]
+    if not over:
+        return None
+    return (f"the {name!r} parameter has {norm} radius {over[0]:g}, larger than the input "
+            f"range allows ({limit:g} for bounds {list(ctx.model.bounds)} and inputs of shape "
+            f"{list(ctx.data.input_shape)}): every input is then within reach of every other. "
+            f"Fix: use radii up to {limit:g}")
 
 
 def _normalise(param: Param, value: Any) -> Any:

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..defenses.smoothing import SmoothedClassifier, max_certified_radius
-from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
+from .base import (Check, CheckContext, CheckOutput, Finding, Param, Plot, radius_problem,
+                   register)
 
 # Thresholds of the "not trained with noise" warning.
 MAX_ABSTAIN_RATE = 0.5
@@ -67,6 +68,10 @@ class CertifiedRobustnessCheck(Check):
               "1000, 2x slower on CPU where such passes fall out of cache; raise it on a "
               "GPU)", low=1),
     )
+
+    def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
+        problem = radius_problem("radii", "l2", params["radii"], ctx)
+        return [problem] if problem else []
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
         radii = [metric_name(r) for r in params["radii"]]
@@ -125,7 +130,8 @@ class CertifiedRobustnessCheck(Check):
                       | set(params["radii"]))
         plot = Plot(f"Certified accuracy of the smoothed model (sigma = {sigma:g}, n = {n})",
                     "L2 radius", "certified accuracy", grid,
-                    {f"sigma = {sigma:g}": [certified_accuracy(r) for r in grid]})
+                    {f"sigma = {sigma:g}": [certified_accuracy(r) for r in grid]},
+                    points={metric_name(r): [f"sigma = {sigma:g}", r] for r in params["radii"]})
         details = {"sigma": sigma, "n0": params["n0"], "n": n, "alpha": alpha,
                    "max_certifiable_radius": r_max, "points": len(data),
                    "prediction": result.prediction.cpu().tolist(),

@@ -12,6 +12,8 @@ takes the audited model's input bounds and normalisation.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +21,9 @@ import torch
 from ..core.loading import load_network
 from ..core.model import ModelWrapper
 from ..core.progress import progress_bar
+from ..errors import AssayValueError, AssayWarning
 from ..shift.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, corrupt
+from ..shift.corruptions._common import check_images
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
 
@@ -47,14 +51,38 @@ class CorruptionsCheck(Check):
             names += ["mce", "relative_mce"]
         return names
 
+    def validate_params(self, params: dict[str, Any]) -> list[str]:
+        baseline = params["baseline"]
+        if baseline is not None and not Path(baseline).is_file():
+            return [f"the 'baseline' parameter names {baseline!r}, which is not a file (relative "
+                    "paths are read from the working directory). Fix: give the path of the "
+                    "baseline model, or drop 'baseline' to skip the mCE"]
+        if baseline is None and params["baseline_arch"] is not None:
+            return ["the 'baseline_arch' parameter is set without 'baseline'. Fix: add the "
+                    "baseline's weight file as 'baseline', or drop 'baseline_arch'"]
+        return []
+
+    def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
+        problems = []
+        try:
+            check_images(ctx.data.x, "the corruptions check")
+        except AssayValueError as err:
+            problems.append(f"the data {ctx.data.label} cannot be corrupted: {err}")
+        if params["baseline"]:
+            try:
+                with warnings.catch_warnings():  # only whether it runs matters here
+                    warnings.simplefilter("ignore", AssayWarning)
+                    _baseline(ctx, params).inspect(ctx.data.x[:2])
+            except AssayValueError as err:
+                problems.append(f"the 'baseline' parameter: {err}")
+        return problems
+
     def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
         data = ctx.data.subset(params["n"])
         severities = sorted(set(params["severities"]))
         models = {"model": ctx.model}
         if params["baseline"]:
-            net, _ = load_network(params["baseline"], arch=params["baseline_arch"],
-                                  input_shape=data.input_shape, num_classes=ctx.model.num_classes)
-            models["baseline"] = _like(ctx.model, net)
+            models["baseline"] = _baseline(ctx, params)
         accuracy = {name: _accuracy_grid(model, data, params, severities, ctx)
                     for name, model in models.items()}
         clean, grid = accuracy["model"]
@@ -79,10 +107,20 @@ class CorruptionsCheck(Check):
                     kind="heatmap")
         curve = Plot("Mean accuracy against severity", "severity", "accuracy",
                      [0, *severities], {"mean over corruptions": [clean] + [
-                         metrics[f"accuracy@severity={s}"] for s in severities]})
+                         metrics[f"accuracy@severity={s}"] for s in severities]},
+                     points={"clean_accuracy": ["mean over corruptions", 0],
+                             **{f"accuracy@severity={s}": ["mean over corruptions", s]
+                                for s in severities}})
         return CheckOutput(metrics, findings, [heat, curve], details={
             "grid": grid, "severities": severities, "n": len(data),
             **({"baseline_grid": accuracy["baseline"][1]} if "baseline" in accuracy else {})})
+
+
+def _baseline(ctx: CheckContext, params: dict[str, Any]) -> ModelWrapper:
+    """The baseline model, wrapped like the audited one."""
+    net, _ = load_network(params["baseline"], arch=params["baseline_arch"],
+                          input_shape=ctx.data.input_shape, num_classes=ctx.model.num_classes)
+    return _like(ctx.model, net)
 
 
 def _like(model: ModelWrapper, net: torch.nn.Module) -> ModelWrapper:

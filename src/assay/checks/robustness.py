@@ -30,7 +30,8 @@ from ..attacks.evasion.pgd import PGD
 from ..attacks.evasion.square import Square
 from ..core.progress import progress_bar
 from ..errors import AssayValueError
-from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
+from .base import (Check, CheckContext, CheckOutput, Finding, Param, Plot, radius_problem,
+                   register)
 
 NORMS = ("linf", "l2")
 MODES = ("pgd", "quick", "standard")
@@ -84,6 +85,11 @@ class RobustnessCheck(Check):
             names += [metric_name(norm, eps) for eps in radii]
         return names
 
+    def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
+        found = (radius_problem("eps", norm, radii, ctx)
+                 for norm, radii in eps_by_norm(params).items())
+        return [problem for problem in found if problem]
+
     def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
         data = ctx.data.subset(params["n"])
         batch, seed = params["batch_size"], ctx.seed
@@ -122,7 +128,9 @@ class RobustnessCheck(Check):
                             "stages": {f"{eps:g}": [s.as_dict() for s in results[eps].stages]
                                        for eps in radii}}
             plots.append(Plot(f"Robust accuracy, {label} ({norm})",
-                              f"epsilon ({norm})", "accuracy", radii, series))
+                              f"epsilon ({norm})", "accuracy", radii, series,
+                              points={metric_name(norm, eps): ["evaluation", eps]
+                                      for eps in radii}))
         if params["diagnostics"] and len(x) and not black_box_only:
             correct = first.clean_correct.nonzero().squeeze(1)[:PROBE_POINTS]
             found.append(diag.gradient_health(model, x[correct], y[correct]))

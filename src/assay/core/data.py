@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from .._params import check_float, check_int
 from ..errors import AssayValueError
+
+#: Slack allowed beyond a model's input bounds (float rounding of scaled pixels).
+BOUNDS_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +69,8 @@ class Dataset:
 
     def subset(self, n: int | None) -> Dataset:
         """The first ``n`` samples (all when ``n`` is None or larger than the split)."""
+        if n is not None:
+            check_int("n", n, "Dataset.subset", low=1)
         if n is None or n >= len(self):
             return self
         return self.take(torch.arange(n))
@@ -77,8 +84,11 @@ class Dataset:
         """A seeded random split into (``fraction`` of the samples, the rest).
 
         Used for held-out calibration data (temperature scaling, conformal prediction).
-        Raises when either part would be empty.
+        ``fraction`` must lie in (0, 1); raises when either part would be empty.
         """
+        fraction = check_float("fraction", fraction, "Dataset.split_off", low=0.0, high=1.0,
+                               low_open=True, high_open=True)
+        check_int("seed", seed, "Dataset.split_off", low=0)
         count = int(round(fraction * len(self)))
         if not 0 < count < len(self):
             raise AssayValueError(f"{self.label}: splitting {len(self)} samples at fraction "
@@ -136,6 +146,18 @@ def validate_arrays(x: Tensor, y: Tensor, group: Tensor | None, num_classes: int
                               f"dtype {group.dtype} and shape {tuple(group.shape)}.")
 
 
+def outside_bounds(x: Tensor, bounds: tuple[float, float]) -> tuple[float, float] | None:
+    """``(min, max)`` of ``x`` when a value lies outside ``bounds`` (beyond a slack of
+    :data:`BOUNDS_TOLERANCE` times the range) or is NaN or infinite; None when all fit."""
+    if x.numel() == 0:
+        return None
+    low, high = (float(v) for v in torch.stack(torch.aminmax(x.detach())).cpu())  # NaN spreads
+    slack = BOUNDS_TOLERANCE * max(1.0, bounds[1] - bounds[0])
+    if low >= bounds[0] - slack and high <= bounds[1] + slack:  # False for NaN
+        return None
+    return low, high
+
+
 def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     """The data directory: ``explicit``, else ``$ASSAY_DATA_DIR``, else None."""
     chosen = explicit if explicit is not None else os.environ.get("ASSAY_DATA_DIR")
@@ -152,11 +174,51 @@ def parse_spec(spec: str) -> tuple[str, str | None, int | None]:
     split = parts[1] if len(parts) > 1 and parts[1] else None
     n = None
     if len(parts) == 3:
-        if not parts[2].isdigit() or int(parts[2]) == 0:
+        # ASCII only: str.isdigit also accepts superscripts and other scripts' digits.
+        if not re.fullmatch(r"[0-9]+", parts[2]) or int(parts[2]) == 0:
             raise AssayValueError(f"Data spec {spec!r}: N must be a positive integer; got "
                                   f"{parts[2]!r}.")
         n = int(parts[2])
     return name, split, n
+
+
+def _resolve_spec(spec: object, default_split: str) -> tuple[str | None, str, str, int | None]:
+    """``(None, npz_path, "", n)`` or ``(name, "", split, n)`` for a data spec."""
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str):
+        raise AssayValueError(f"The 'spec' parameter of load_data must be a data spec string "
+                              f"such as 'mnist:test:1000' or a path to an .npz file. Got "
+                              f"{spec!r} instead.")
+    if ".npz" in spec:
+        path, _, tail = spec.rpartition(".npz")
+        if tail and not tail.startswith(":"):
+            raise AssayValueError(f"Data spec {spec!r}: an .npz path may be followed only "
+                                  "by ':N'.")
+        n = parse_spec("npz::" + tail[1:])[2] if tail else None
+        return None, path + ".npz", "", n
+    if os.path.sep in spec:
+        raise AssayValueError(f"Data spec {spec!r} looks like a path, but only .npz files "
+                              "are read (arrays x, y and optional group).")
+    name, split, n = parse_spec(spec)
+    return name, "", split or default_split, n
+
+
+def check_data_spec(spec: str, *, data_root: str | os.PathLike | None = None,
+                    default_split: str = "test", files: bool = True) -> None:
+    """Raise what :func:`load_data` would for a malformed spec, an unknown name or split,
+    or a missing file, without reading the data (for plans, before any work).
+    ``files=False`` leaves out the files under the data directory (an .npz path is always
+    checked): for a plan read before the data directory is known."""
+    from . import loaders
+
+    name, path, split, _ = _resolve_spec(spec, default_split)
+    if name is None:
+        loaders.check_npz_file(Path(path))
+    elif files:
+        loaders.check_available(name, split, data_dir(data_root))
+    else:
+        loaders.check_name(name, split)
 
 
 def load_data(spec: str, *, data_root: str | os.PathLike | None = None,
@@ -166,21 +228,13 @@ def load_data(spec: str, *, data_root: str | os.PathLike | None = None,
     ``spec`` is ``NAME[:SPLIT][:N]`` with NAME one of :data:`assay.core.loaders.LOADERS`
     (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``), SPLIT ``train`` or ``test``
     (default ``test``) and N the number of leading samples to keep; or a path to an
-    ``.npz`` file (optionally followed by ``:N``). Real data sets are read from
-    ``data_root`` or ``$ASSAY_DATA_DIR``, laid out as ``mnist/t10k-images-idx3-ubyte.gz``.
+    ``.npz`` file (optionally followed by ``:N``; a ``Path`` is taken as a path). Real data
+    sets are read from ``data_root`` or ``$ASSAY_DATA_DIR``, laid out as
+    ``mnist/t10k-images-idx3-ubyte.gz``.
     """
     from . import loaders  # local import: the loaders pull in PIL and sklearn
 
-    if ".npz" in spec:
-        path, _, tail = spec.rpartition(".npz")
-        n = parse_spec("npz::" + tail[1:])[2] if tail.startswith(":") else None
-        if tail and not tail.startswith(":"):
-            raise AssayValueError(f"Data spec {spec!r}: an .npz path may be followed only "
-                                  "by ':N'.")
-        return loaders.load_npz(path + ".npz").subset(n)
-    if os.path.sep in spec:
-        raise AssayValueError(f"Data spec {spec!r} looks like a path, but only .npz files "
-                              "are read (arrays x, y and optional group).")
-    name, split, n = parse_spec(spec)
-    split = split or default_split
+    name, path, split, n = _resolve_spec(spec, default_split)
+    if name is None:
+        return loaders.load_npz(path).subset(n)
     return loaders.load_named(name, split, data_dir(data_root)).subset(n)

@@ -6,6 +6,11 @@ forward pre-hook for the duration of the call; the one executed last wins, so th
 found whatever order the modules were registered in. Feature-space methods
 (Mahalanobis, KNN, ViM in :mod:`assay.shift.ood`) build on this.
 
+TorchScript modules (scripted, traced or frozen) take no hooks, and their layers are no
+``nn.Linear``: for each one, its forward graph (inlined) is extended to also return the
+input of its last top-level ``aten::linear``, and that copy stands in for the module during
+the call, so the executed-last rule holds across Python and TorchScript parts alike.
+
 Example::
 
     >>> import torch
@@ -19,8 +24,10 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -29,7 +36,8 @@ from torch import Tensor, nn
 from .._params import check_int
 from ..errors import AssayValueError
 
-__all__ = ["batched_logits", "classifier_head", "logits_and_features", "model_device"]
+__all__ = ["LinearHead", "batched_logits", "classifier_head", "logits_and_features",
+           "model_device"]
 
 
 def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
@@ -44,7 +52,9 @@ def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put every submodule in eval mode, and restore each one's own mode afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
+    # Submodules of a frozen TorchScript module have no 'training' flag.
+    modes = [(module, module.training) for module in model.modules()
+             if hasattr(module, "training")]
     model.eval()
     try:
         yield model
@@ -64,21 +74,140 @@ def check_inputs(x: object, owner: str, name: str = "x") -> Tensor:
     return x
 
 
-def _linear_layers(model: nn.Module, owner: str) -> list[nn.Linear]:
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not layers:
+@dataclass(frozen=True)
+class LinearHead:
+    """The weight [K, D] and bias [K] (or None) of a TorchScript model's last linear layer."""
+
+    weight: Tensor
+    bias: Tensor | None
+
+
+@dataclass(frozen=True)
+class _Tap:
+    """A TorchScript module's forward extended to return ``(output, head input)``, called
+    as ``function(module._c, *inputs)``, and where its head's weight and bias live
+    (attribute paths from the module, or constants of a frozen module)."""
+
+    function: Callable[..., tuple[Tensor, Tensor]]
+    weight: tuple[str, ...] | Tensor
+    bias: tuple[str, ...] | Tensor | None
+
+    def head(self, module: nn.Module) -> LinearHead:
+        def get(where: tuple[str, ...] | Tensor | None) -> Tensor | None:
+            if where is None or isinstance(where, Tensor):
+                return where
+            value: object = module
+            for name in where:
+                value = getattr(value, name)
+            return cast(Tensor, value)
+        return LinearHead(cast(Tensor, get(self.weight)), get(self.bias))
+
+
+_TAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tap(module: torch.jit.ScriptModule, owner: str) -> _Tap | None:
+    """The tap of a TorchScript module, or None when its graph runs no ``aten::linear``."""
+    if module in _TAPS:
+        return _TAPS[module]
+    try:
+        graph = cast(torch._C.Graph, module.forward.graph).copy()  # type: ignore[attr-defined]
+        torch._C._jit_pass_inline(graph)  # calls of submodules become their operations
+    except (AttributeError, RuntimeError):
+        return None
+    nodes = list(graph.nodes())
+    linears = [i for i, node in enumerate(nodes) if node.kind() == "aten::linear"]
+    after = nodes[linears[-1] + 1:] if linears else nodes
+    if any(_runs_linear(block) for node in after for block in node.blocks()):
         raise AssayValueError(
-            f"{owner} needs the model's penultimate features, taken as the input of its last "
-            f"nn.Linear layer, but {type(model).__name__} contains no nn.Linear. Give the "
-            "model a linear classification head (e.g. nn.Sequential(feature_map, "
-            "nn.Linear(d, num_classes)))."
-        )
-    return layers
+            f"{owner}: the TorchScript model {module.original_name} runs its last linear layer "
+            "inside control flow (if/loop), so its penultimate features cannot be read. Fix: "
+            "script or trace a model whose classification head runs outside control flow.")
+    if not linears:
+        return None
+    last = nodes[linears[-1]]
+    self_value = next(graph.inputs())
+    try:
+        weight, bias = (_where(value, self_value) for value in list(last.inputs())[1:])
+        outputs = list(graph.outputs())
+        if len(outputs) != 1:
+            raise RuntimeError("the forward returns several values")
+        graph.eraseOutput(0)
+        pair = graph.create("prim::TupleConstruct", [outputs[0], last.inputsAt(0)], 1)
+        graph.appendNode(pair)
+        pair.output().setType(torch._C.TupleType([outputs[0].type(),
+                                                  last.inputsAt(0).type()]))
+        graph.registerOutput(pair.output())
+        function = torch._C._create_function_from_graph(f"{owner}_features", graph)
+    except RuntimeError as err:
+        raise AssayValueError(
+            f"{owner}: cannot read the penultimate features of the TorchScript model "
+            f"{module.original_name} ({err}). Fix: pass the model as a Python nn.Module with "
+            "an nn.Linear head, or leave out the feature-based detectors.") from err
+    if not isinstance(weight, (tuple, Tensor)):
+        raise AssayValueError(f"{owner}: the last linear layer of the TorchScript model "
+                              f"{module.original_name} has no weight.")
+    tap = _Tap(function, weight, bias)
+    _TAPS[module] = tap
+    return tap
+
+
+def _runs_linear(block: torch._C.Block) -> bool:
+    return any(node.kind() == "aten::linear" or any(map(_runs_linear, node.blocks()))
+               for node in block.nodes())
+
+
+def _where(value: torch._C.Value, self_value: torch._C.Value) -> tuple[str, ...] | Tensor | None:
+    """Attribute path from the module to ``value``, or its constant (a frozen module)."""
+    node = value.node()
+    if node.kind() == "prim::Constant":
+        return cast("Tensor | None", value.toIValue())
+    if node.kind() == "prim::GetAttr":
+        parent = node.input()
+        path = () if parent.unique() == self_value.unique() else _where(parent, self_value)
+        if isinstance(path, tuple):
+            return (*path, node.s("name"))
+    raise RuntimeError(f"the head's parameter comes from {node.kind()}")
+
+
+class _TapModule(nn.Module):
+    """Stands in for a TorchScript module during one forward pass and records the input
+    of its last linear layer in ``slot``."""
+
+    def __init__(self, module: torch.jit.ScriptModule, tap: _Tap,
+                 slot: dict[str, object]) -> None:
+        super().__init__()
+        self.training = module.training
+        object.__setattr__(self, "scripted", module)  # no child: modules() stays the same
+        self.tap, self.slot = tap, slot
+
+    def forward(self, *args: object) -> Tensor:
+        scripted = cast(torch.jit.ScriptModule, self.__dict__["scripted"])
+        output, features = self.tap.function(scripted._c, *args)
+        self.slot["features"] = features
+        self.slot["head"] = self.tap.head(scripted)
+        return output
+
+
+def _script_parts(model: nn.Module) -> list[tuple[nn.Module | None, str, torch.jit.ScriptModule]]:
+    """The outermost TorchScript modules of ``model``: (parent, name, module); the parent
+    is None when ``model`` itself is one."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return [(None, "", model)]
+    found: list[tuple[nn.Module | None, str, torch.jit.ScriptModule]] = []
+    for name, child in model.named_children():
+        if isinstance(child, torch.jit.ScriptModule):
+            found.append((model, name, child))
+        else:
+            found += _script_parts(child)
+    return found
 
 
 @contextmanager
-def _capture_head(model: nn.Module, owner: str) -> Iterator[dict[str, object]]:
-    """Hook every nn.Linear; ``slot`` holds the input and module of the last one run."""
+def _capture_head(model: nn.Module, owner: str
+                  ) -> Iterator[tuple[dict[str, object], Callable[[Tensor], Tensor]]]:
+    """Hook every nn.Linear and tap every TorchScript part; yields ``slot``, which holds
+    the input and head of the last one run, and the function to call instead of the model."""
     slot: dict[str, object] = {}
 
     def make_hook(layer: nn.Linear):
@@ -87,23 +216,44 @@ def _capture_head(model: nn.Module, owner: str) -> Iterator[dict[str, object]]:
             slot["head"] = layer
         return hook
 
-    handles = [layer.register_forward_pre_hook(make_hook(layer))
-               for layer in _linear_layers(model, owner)]
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    taps = [(parent, name, module, tap) for parent, name, module in _script_parts(model)
+            for tap in [_tap(module, owner)] if tap is not None]
+    if not layers and not taps:
+        raise AssayValueError(
+            f"{owner} needs the model's penultimate features, taken as the input of its last "
+            f"nn.Linear layer, but {type(model).__name__} contains no nn.Linear (nor, if it is "
+            "TorchScript, an aten::linear). Give the model a linear classification head (e.g. "
+            "nn.Sequential(feature_map, nn.Linear(d, num_classes)))."
+        )
+    handles = [layer.register_forward_pre_hook(make_hook(layer)) for layer in layers]
+    runner: Callable[[Tensor], Tensor] = model
+    swapped = []
     try:
-        yield slot
+        for parent, name, module, tap in taps:
+            stand_in = _TapModule(module, tap, slot)
+            if parent is None:
+                runner = stand_in
+            else:  # nn.Module looks children up in _modules: swap for this call only
+                parent._modules[name] = stand_in
+                swapped.append((parent, name, module))
+        yield slot, runner
     finally:
         for handle in handles:
             handle.remove()
+        for parent, name, module in swapped:
+            parent._modules[name] = module
 
 
 def forward_with_features(model: nn.Module, xb: Tensor, owner: str
-                          ) -> tuple[Tensor, Tensor, nn.Linear]:
-    """One forward pass: logits [B, K], features [B, D] and the head; keeps the graph.
+                          ) -> tuple[Tensor, Tensor, nn.Linear | LinearHead]:
+    """One forward pass: logits [B, K], features [B, D] and the head (an ``nn.Linear``, or
+    a :class:`LinearHead` for TorchScript); keeps the graph.
 
     The caller chooses grad mode and eval mode; ``xb`` must be on the model's device.
     """
-    with _capture_head(model, owner) as slot:
-        logits = model(xb)
+    with _capture_head(model, owner) as (slot, runner):
+        logits = runner(xb)
     if "features" not in slot:
         raise AssayValueError(
             f"{owner}: no nn.Linear of {type(model).__name__} ran in the forward pass, so the "
@@ -111,7 +261,7 @@ def forward_with_features(model: nn.Module, xb: Tensor, owner: str
             "nn.Linear called by forward()."
         )
     feats = cast(Tensor, slot["features"])
-    head = cast(nn.Linear, slot["head"])
+    head = cast("nn.Linear | LinearHead", slot["head"])
     _check_logits(logits, xb.shape[0], owner)
     if feats.ndim != 2 or feats.shape[0] != xb.shape[0]:
         raise AssayValueError(
@@ -186,8 +336,9 @@ def batched_logits(model: nn.Module, x: Tensor, *, batch_size: int = 256) -> Ten
     return torch.cat(parts).to(x.device)
 
 
-def classifier_head(model: nn.Module, x_probe: Tensor) -> nn.Linear:
-    """The model's classification head: the last ``nn.Linear`` run on ``x_probe``.
+def classifier_head(model: nn.Module, x_probe: Tensor) -> nn.Linear | LinearHead:
+    """The model's classification head: the last ``nn.Linear`` run on ``x_probe`` (for
+    TorchScript, a :class:`LinearHead` with the weight and bias of its last linear layer).
 
     One forward pass on the first sample of ``x_probe`` (eval mode, no grad) tells which
     ``nn.Linear`` executes last; ViM needs its weight and bias.

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import pickle
 import re
 import shutil
 import tarfile
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +32,8 @@ import torch
 
 from .data import Dataset
 from ..errors import AssayValueError
+
+log = logging.getLogger(__name__)
 
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
@@ -80,15 +84,22 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def _idx_files(name: str, split: str, root: Path | None) -> tuple[Path, Path]:
+    """The image and label files of an IDX data set; raises naming a missing one."""
+    folder = _require_root(name, root) / name
+    image_file, label_file = (folder / f for f in IDX_FILES[split])
+    for path in (image_file, label_file):
+        if not path.is_file():
+            raise AssayValueError(
+                f"{path} is missing. Fix: put the {name} IDX files there, or call "
+                f"assay.core.loaders.download_idx('{name}', root) where internet is available.")
+    return image_file, label_file
+
+
 def _idx_loader(name: str, classes: tuple[str, ...]) -> Callable[[str, Path | None], Dataset]:
     def load(split: str, root: Path | None) -> Dataset:
-        folder = _require_root(name, root) / name
-        image_file, label_file = (folder / f for f in IDX_FILES[split])
-        for path in (image_file, label_file):
-            if not path.is_file():
-                raise AssayValueError(
-                    f"{path} is missing. Fix: put the {name} IDX files there, or call "
-                    f"assay.core.loaders.download_idx('{name}', root) where internet is available.")
+        image_file, label_file = _idx_files(name, split, root)
+        folder = image_file.parent
         images, labels = read_idx(image_file), read_idx(label_file)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise AssayValueError(f"{folder}: images {images.shape} and labels {labels.shape} "
@@ -123,19 +134,30 @@ def download_idx(name: str, root: Path, *, base_url: str | None = None) -> Path:
     return folder
 
 
+def _cifar_source(split: str, root: Path | None) -> tuple[str, Path]:
+    """Which CIFAR-10 layout is present (python batches, JPEG tree, JPEG tar.gz, in that
+    order of preference) and its path; raises when none is."""
+    folder = _require_root("cifar10", root) / "cifar10"
+    if (folder / "cifar-10-batches-py").is_dir():
+        return "batches", folder / "cifar-10-batches-py"
+    if (folder / "CIFAR-10-images" / split).is_dir():
+        return "tree", folder / "CIFAR-10-images" / split
+    if (folder / "CIFAR-10-images-jpg.tar.gz").is_file():
+        return "tar", folder / "CIFAR-10-images-jpg.tar.gz"
+    raise AssayValueError(f"{folder}: found neither cifar-10-batches-py/, CIFAR-10-images/ "
+                          "nor CIFAR-10-images-jpg.tar.gz. Fix: put one of them there.")
+
+
 def load_cifar10(split: str, root: Path | None) -> Dataset:
     """CIFAR-10 from the python batches, the JPEG tree, or the JPEG tar.gz, in that order."""
-    folder = _require_root("cifar10", root) / "cifar10"
-    batches = folder / "cifar-10-batches-py"
-    if batches.is_dir():
-        x, y = _cifar_batches(batches, split)
-    elif (folder / "CIFAR-10-images" / split).is_dir():
-        x, y = _cifar_jpeg_tree(folder / "CIFAR-10-images" / split)
-    elif (folder / "CIFAR-10-images-jpg.tar.gz").is_file():
-        x, y = _cifar_jpeg_tar(folder / "CIFAR-10-images-jpg.tar.gz", split)
+    kind, path = _cifar_source(split, root)
+    if kind == "batches":
+        x, y = _cifar_batches(path, split)
+    elif kind == "tree":
+        x, y = _cifar_jpeg_tree(path)
     else:
-        raise AssayValueError(f"{folder}: found neither cifar-10-batches-py/, CIFAR-10-images/ "
-                              "nor CIFAR-10-images-jpg.tar.gz. Fix: put one of them there.")
+        x, y = _cifar_jpeg_tar(path, split)
+    folder = _require_root("cifar10", root) / "cifar10"
     return Dataset(x, y, "cifar10", split, CIFAR10_CLASSES, source=str(folder))
 
 
@@ -227,23 +249,46 @@ def _cifar_jpeg_tar(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]
     return x, torch.tensor([label for label, _, _ in ordered], dtype=torch.int64)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # np.savez writes a zip archive of .npy members
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def check_npz_file(path: Path) -> None:
+    """Raise unless ``path`` is a file that starts like an ``.npz`` archive."""
+    if not path.is_file():
+        raise AssayValueError(f"{path}: no such file.")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(_NPY_MAGIC):
+        raise AssayValueError(f"{path}: a single .npy array, not an .npz archive. Fix: save "
+                              "x and y together with np.savez(path, x=..., y=...).")
+    if not head.startswith(_ZIP_MAGIC):
+        raise AssayValueError(f"{path}: not an .npz archive (np.savez writes a zip file; this "
+                              f"one starts with {head[:4]!r}). Fix: save the arrays with "
+                              "np.savez(path, x=..., y=...).")
+
+
 def load_npz(path: str | Path) -> Dataset:
     """An ``.npz`` file with arrays ``x``, ``y`` and optional ``group`` (no pickled objects).
 
-    ``x`` may be float (used as is) or uint8 (divided by 255); 4-D arrays in NHWC layout
-    (last axis 1 or 3) are moved to NCHW. ``y`` holds integer labels 0..K-1; K is
-    ``max(y) + 1`` unless the file has a ``classes`` array of names.
+    ``x`` may be float (used as is) or uint8 (divided by 255). Its layout is ``[N, D]``
+    (tabular rows) or images: ``[N, C, H, W]``; ``[N, H, W, C]`` (last axis 1 or 3) is
+    moved to NCHW, and ``[N, H, W]`` is read as grayscale ``[N, 1, H, W]`` (logged), the
+    layout every image check and model in assay takes. ``y`` holds integer labels 0..K-1;
+    K is ``max(y) + 1`` unless the file has a ``classes`` array of names.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AssayValueError(f"{path}: no such file.")
+    check_npz_file(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except ValueError as err:
+        if "pickle" not in str(err):
+            raise AssayValueError(f"{path}: an array in the archive cannot be read ({err}). "
+                                  "Fix: save it again with np.savez.") from err
         raise AssayValueError(f"{path}: refused: the file holds pickled objects; save plain "
                               f"numeric arrays x, y (and group) instead ({err}).") from err
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise AssayValueError(f"{path}: not a readable .npz file ({err}).") from err
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
@@ -254,6 +299,12 @@ def load_npz(path: str | Path) -> Dataset:
         x = x.astype(np.float32) / 255.0
     elif not np.issubdtype(x.dtype, np.floating):
         raise AssayValueError(f"{path}: x must be float or uint8; got {x.dtype}.")
+    if x.ndim not in (2, 3, 4):
+        raise AssayValueError(f"{path}: x has shape {x.shape}; expected [N, D] rows, [N, H, W] "
+                              "grayscale images or [N, C, H, W] images. Fix: reshape x.")
+    if x.ndim == 3:
+        log.info("%s: x has shape %s, read as grayscale images [N, 1, H, W]", path, x.shape)
+        x = x[:, None]
     if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = np.transpose(x, (0, 3, 1, 2))
     if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
@@ -282,12 +333,27 @@ LOADERS: dict[str, Callable[[str, Path | None], Dataset]] = {
 
 
 def load_named(name: str, split: str, root: Path | None) -> Dataset:
+    check_name(name, split)
+    return LOADERS[name](split, root)
+
+
+def check_available(name: str, split: str, root: Path | None) -> None:
+    """Raise what :func:`load_named` would for an unknown name or split or a missing file,
+    without reading any data."""
+    check_name(name, split)
+    if name in IDX_URLS:
+        _idx_files(name, split, root)
+    elif name == "cifar10":
+        _cifar_source(split, root)
+
+
+def check_name(name: str, split: str) -> None:
+    """Raise unless ``name`` is a known data set and ``split`` one of its splits."""
     if name not in LOADERS:
         raise AssayValueError(f"Unknown data set {name!r}; known: {sorted(LOADERS)} or a path "
                               "to an .npz file.")
     if split not in SPLITS:
         raise AssayValueError(f"Unknown split {split!r} for {name}; known: {list(SPLITS)}.")
-    return LOADERS[name](split, root)
 
 
 def _require_root(name: str, root: Path | None) -> Path:

@@ -3,12 +3,15 @@ model's eval mode during the attack (restored afterwards)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..._params import check_int
+from ...core.data import outside_bounds
+from ...core.features import eval_mode
 from ...errors import AssayValueError
 
 
@@ -36,6 +39,55 @@ def check_batch_size(batch_size: int | None, owner: str) -> int | None:
     return None if batch_size is None else check_int("batch_size", batch_size, owner, low=1)
 
 
+def check_attack_inputs(model: nn.Module, x: Tensor, y: Tensor, owner: str, *,
+                        labels: str = "labels") -> tuple[float, float]:
+    """Refuse inputs an attack or evaluation cannot use; return the model's bounds.
+
+    ``x``: a floating tensor ``[N, *model.input_shape]`` (when the model declares its input
+    shape), finite and within ``model.bounds`` (up to ``BOUNDS_TOLERANCE``); ``y``: int64
+    ``[N]`` with values in ``0 .. K-1``, K the model's ``num_classes`` (a model without one
+    is asked with one forward pass on ``x[:1]`` in eval mode). Costs a min/max over ``x``
+    and ``y``; call it once per call, not per step.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+        raise AssayValueError(f"{owner}: x must be a floating-point tensor; got {got}. Fix: "
+                              "pass floats in their natural range (e.g. x.float() / 255).")
+    if not isinstance(y, Tensor) or y.ndim != 1 or len(y) != len(x):
+        raise AssayValueError(f"{owner}: y must be a 1-D tensor with one label per input; "
+                              f"got shape {tuple(getattr(y, 'shape', ()))} for {len(x)} inputs.")
+    if y.dtype != torch.int64:
+        raise AssayValueError(f"{owner}: y must hold int64 class indices; got dtype {y.dtype}. "
+                              "Fix: pass y.long() (class indices, not one-hot or scores).")
+    shape = getattr(model, "input_shape", None)
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise AssayValueError(f"{owner}: inputs of shape {tuple(x.shape[1:])} do not match the "
+                              f"model's input shape {tuple(shape)}. Fix: reshape x to "
+                              f"[N, {', '.join(map(str, shape))}].")
+    lo, hi = model_bounds(model)
+    if len(x) == 0:
+        return lo, hi
+    found = outside_bounds(x, (lo, hi))
+    if found is not None:
+        if not all(map(math.isfinite, found)):
+            raise AssayValueError(f"{owner}: x contains NaN or infinite values. Fix: clean or "
+                                  "drop those inputs.")
+        raise AssayValueError(f"{owner}: inputs range from {found[0]:g} to {found[1]:g}, outside "
+                              f"the model's bounds [{lo:g}, {hi:g}]. Fix: pass inputs in their "
+                              "natural range (normalisation belongs in the model wrapper), or "
+                              "set the model's bounds.")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        with eval_mode(model), torch.no_grad():
+            num_classes = model(x[:1]).shape[-1]
+    low, high = (int(v) for v in torch.stack(torch.aminmax(y)).cpu())
+    if low < 0 or high >= num_classes:
+        raise AssayValueError(f"{owner}: {labels} must lie in 0..{num_classes - 1} (the model's "
+                              f"{num_classes} classes); found {labels} from {low} to {high}. "
+                              "Fix: pass the labels of the classes the model outputs.")
+    return lo, hi
+
+
 class EvasionAttack:
     """Base class: subclasses implement ``_run(model, x, y, lo, hi)`` on one batch."""
 
@@ -52,17 +104,8 @@ class EvasionAttack:
         return self.run(model, x, y).x_adv
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
-        name = type(self).__name__
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise AssayValueError(f"{name}: x must be a floating-point tensor.")
-        if not isinstance(y, Tensor) or y.ndim != 1 or len(y) != len(x):
-            raise AssayValueError(f"{name}: y must be a 1-D tensor with one label per input; "
-                                  f"got shape {tuple(getattr(y, 'shape', ()))} for {len(x)} inputs.")
-        lo, hi = model_bounds(model)
-        if len(x) and (float(x.min()) < lo - 1e-6 or float(x.max()) > hi + 1e-6):
-            raise AssayValueError(f"{name}: inputs lie outside the model's bounds [{lo}, {hi}]; "
-                                  "pass inputs in their natural range (normalisation belongs "
-                                  "in the model wrapper).")
+        lo, hi = check_attack_inputs(model, x, y, type(self).__name__,
+                                     labels="targets" if self.targeted else "labels")
         was_training = model.training
         model.eval()
         try:

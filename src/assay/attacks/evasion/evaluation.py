@@ -24,7 +24,8 @@ from ...core.inference import channels_last_copy, has_conv2d
 from ...errors import AssayValueError
 from .._projection import Norm, distance
 from .apgd import APGD
-from .base import AttackResult, EvasionAttack, check_batch_size, model_bounds
+from .base import (AttackResult, EvasionAttack, check_attack_inputs, check_batch_size,
+                   model_bounds)
 from .fab import FABT
 from .square import Square
 
@@ -173,7 +174,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     ----------
     model : nn.Module returning logits (an :class:`assay.core.model.ModelWrapper` brings
         its bounds; a bare module is taken to have inputs in [0, 1])
-    x : Tensor [N, ...] in the model's bounds; y : Tensor [N] int64 labels
+    x : Tensor [N, ...] in the model's bounds (finite, of the model's input shape); y : Tensor
+        [N] int64 labels in 0..K-1; anything else is an ``AssayValueError``
     eps : float >= 0 - radius of the threat model; eps = 0 gives clean accuracy exactly
     norm : {"linf", "l2"}, default "linf"
     mode : {"standard", "quick"}, default "standard" - the stages (``standard_stages``,
@@ -194,8 +196,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     mode = check_choice("mode", mode, MODES, owner)
     seed = check_optional_seed("seed", seed, owner)
     batch_size = check_batch_size(batch_size, owner)
-    if not isinstance(y, Tensor) or y.ndim != 1 or len(y) != len(x):
-        raise AssayValueError(f"{owner}: y must be a 1-D tensor with one label per input.")
+    # Labels beyond the model's classes would count as "not robust" and give accuracy 0.
+    check_attack_inputs(model, x, y, owner)
     if channels_last is None:
         channels_last = x.ndim == 4 and x.device.type == "cpu" and has_conv2d(model)
     if channels_last:

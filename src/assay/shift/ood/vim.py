@@ -49,8 +49,9 @@ class ViM(OODDetector):
         batch_size: samples per forward pass, an int >= 1 (default 256).
 
     ``fit(model, x_in_train, y_in_train=None)``: the head is the last ``nn.Linear`` that
-    runs (its input are the features); labels are not used; alpha comes from the
-    training data as in the paper. ``score(model, x)``: x [N, ...] -> scores [N].
+    runs, or a TorchScript model's last linear layer (its input are the features); labels
+    are not used; alpha comes from the training data as in the paper. ``score(model, x)``:
+    x [N, ...] -> scores [N].
 
     Example::
 
