@@ -73,8 +73,10 @@ class CalibrationCheck(Check):
         return CheckOutput(metrics, findings, [Plot(
             "Reliability diagram (accuracy per confidence bin)", "confidence", "accuracy",
             centres, {"before": _nan_for_none(before.accuracy),
-                      "after temperature scaling": _nan_for_none(after.accuracy),
-                      "perfect calibration": centres})],
+                      "after temperature scaling": _nan_for_none(after.accuracy)},
+            reference={"perfect calibration": centres},
+            counts={"before": list(before.count),
+                    "after temperature scaling": list(after.count)})],
             details={"bins": {"count_before": list(before.count), "count_after": list(after.count)},
                      "fit_samples": len(held_out), "eval_samples": len(rest)})
 

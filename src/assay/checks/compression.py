@@ -37,7 +37,8 @@ from ..core.progress import progress_bar
 from ..defenses.compression import (count_nonzero, is_quantized, latency_ms, model_size_bytes,
                                     prune, quantize, sparsity)
 from ..errors import AssayValueError
-from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
+from .base import (Check, CheckContext, CheckOutput, Finding, Param, Plot, radius_problem,
+                   register)
 
 ORIGINAL = "original"
 CALIBRATION_SAMPLES = 256
@@ -111,6 +112,10 @@ class CompressionCheck(Check):
                                   + "; ".join(problems))
         return {**resolved, "variants": seen}
 
+    def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
+        problem = radius_problem("eps", "linf", [params["eps"]], ctx)
+        return [problem] if problem else []
+
     def metric_names(self, params: dict[str, Any]) -> list[str]:
         variants = [ORIGINAL] + [canonical(v) for v in params["variants"]]
         return [metric_name(m, v) for v in variants for m in METRICS]
@@ -147,17 +152,25 @@ class CompressionCheck(Check):
             metrics.update({metric_name(m, variant): float(row[m]) for m in METRICS})
         findings += _findings(rows, params, ctx, original)
         names = list(rows)
+        unit, scale = _size_unit(max(row["size_bytes"] for row in rows.values()))
         plots = [
             Plot(f"Accuracy of compressed variants (Linf eps {params['eps']:g})", "variant",
                  "accuracy", names, {"clean": [rows[v]["accuracy"] for v in names],
                                      "robust": [rows[v]["robust_accuracy"] for v in names]},
-                 kind="bar"),
-            Plot("Model size (serialised state_dict)", "variant", "KiB", names,
-                 {"size": [rows[v]["size_bytes"] / 1024 for v in names]}, kind="bar"),
+                 kind="bar", points={
+                     **{metric_name("accuracy", v): ["clean", v] for v in names},
+                     **{metric_name("robust_accuracy", v): ["robust", v] for v in names}}),
+            Plot("Model size (serialised state_dict)", "variant", f"size ({unit})", names,
+                 {"size": [rows[v]["size_bytes"] / scale for v in names]}, kind="bar"),
         ]
         details = {"n": len(data), "eps": params["eps"], "steps": params["steps"],
                    "variants": {v: {k: val for k, val in row.items()} for v, row in rows.items()}}
         return CheckOutput(metrics, findings, plots, details)
+
+
+def _size_unit(largest: float) -> tuple[str, int]:
+    """KiB or MiB, as the report writes sizes."""
+    return ("MiB", 1024 ** 2) if largest >= 1024 ** 2 else ("KiB", 1024)
 
 
 def _build(variant: str, original: ModelWrapper, ctx: CheckContext) -> ModelWrapper:

@@ -3,8 +3,9 @@ compressed version) side by side, with the change of every metric.
 
 ``write_comparison`` writes each audit's own four reports under ``before/`` and
 ``after/`` and, at the top, ``comparison.html`` (self-contained: the change of every metric,
-then both audits check by check, side by side, with their plots), ``comparison.json`` (both
-audits and the changes) and ``comparison.md``.
+then both audits check by check, side by side, their plots on shared y ranges),
+``comparison.json`` (the training settings, both audits and the changes; schema in
+``comparison_schema.json``) and ``comparison.md``.
 """
 
 from __future__ import annotations
@@ -12,28 +13,15 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Any
 
-from ..audit.results import AuditResult
-from .writers import _CSS, _ICON, _findings_html, check_body_html, write_reports
+from ..audit.results import AuditResult, json_safe
+from .directions import metric_direction
+from .writers import (_CSS, _ICON, _findings_html, check_body_html, format_metric, write_files,
+                      write_reports)
 
-
-# Metrics where a smaller value is the better one (matched on the name before any "@");
-# a few others (temperature, coverage, set size, counts) are neither better nor worse.
-_LOWER_IS_BETTER = ("abstain_rate", "ece", "ece_equal_mass", "classwise_ece", "mce", "nll",
-                    "brier", "fpr95", "class_coverage_gap", "accuracy_drop",
-                    "robust_accuracy_drop", "size_bytes", "latency_ms")
-_NEUTRAL = ("temperature", "coverage", "set_size", "n")
-
-
-def metric_direction(name: str) -> int:
-    """+1 when a larger value of metric ``name`` is better, -1 when a smaller one is, 0 when
-    neither (e.g. a temperature or a sample count)."""
-    base = name.split("@", 1)[0]
-    for suffix in ("_ts", "_ci_low", "_ci_high"):
-        base = base.removesuffix(suffix)
-    if base in _NEUTRAL:
-        return 0
-    return -1 if base in _LOWER_IS_BETTER else 1
+SCHEMA_VERSION = "1.0"
+__all__ = ["metric_deltas", "metric_direction", "write_comparison"]
 
 
 def metric_deltas(before: AuditResult, after: AuditResult) -> list[dict]:
@@ -55,26 +43,39 @@ def metric_deltas(before: AuditResult, after: AuditResult) -> list[dict]:
 
 
 def write_comparison(before: AuditResult, after: AuditResult, out_dir: str | Path, *,
-                     title: str) -> dict[str, Path]:
-    """Write both audits and the comparison pages into ``out_dir``; return the paths."""
+                     title: str, training: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write both audits and the comparison pages into ``out_dir``; return the paths.
+
+    ``training``: how the after model was made (e.g. the training settings, the method's
+    settings and ``seconds``, the measured training time); plain JSON values, shown on the
+    pages and kept in comparison.json."""
     out = Path(out_dir)
     write_reports(before, out / "before")
     write_reports(after, out / "after")
     rows = metric_deltas(before, after)
-    paths = {name: out / name for name in ("comparison.html", "comparison.json",
-                                           "comparison.md")}
-    paths["comparison.json"].write_text(json.dumps(
-        {"title": title, "before": before.to_dict(), "after": after.to_dict(), "deltas": rows},
-        indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    paths["comparison.md"].write_text(_markdown(before, after, rows, title), encoding="utf-8")
-    paths["comparison.html"].write_text(_html(before, after, rows, title), encoding="utf-8")
-    return paths
+    training = json_safe(training) if training else None
+    document = {"schema_version": SCHEMA_VERSION, "title": title, "training": training,
+                "before": before.to_dict(), "after": after.to_dict(), "deltas": rows}
+    return write_files(out, {
+        "comparison.html": _html(before, after, rows, title, training),
+        "comparison.json": json.dumps(document, indent=2, allow_nan=False) + "\n",
+        "comparison.md": _markdown(before, after, rows, title, training)})
 
 
-def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:+.4g}" if signed else f"{value:.4g}"
+def _training_lines(training: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(setting, value as text) rows; the training time in seconds and minutes."""
+    if not training:
+        return []
+    rows = []
+    for key, value in training.items():
+        if key == "seconds" and isinstance(value, (int, float)):
+            text = f"{value:.1f} s ({value / 60:.1f} min)"
+        elif isinstance(value, dict):
+            text = ", ".join(f"{k} = {v}" for k, v in value.items() if v is not None)
+        else:
+            text = str(value)
+        rows.append((str(key), text))
+    return rows
 
 
 def _paired_checks(before: AuditResult, after: AuditResult):
@@ -85,17 +86,23 @@ def _paired_checks(before: AuditResult, after: AuditResult):
     return [(i, before_checks.get(i), after_checks.get(i)) for i in ids]
 
 
-def _markdown(before: AuditResult, after: AuditResult, rows: list[dict], title: str) -> str:
+def _markdown(before: AuditResult, after: AuditResult, rows: list[dict], title: str,
+              training: dict[str, Any] | None) -> str:
     mark = {True: " (better)", False: " (worse)", None: ""}
     lines = [f"# {title}", "", f"Before: **{before.status.upper()}** "
              f"({before.model.get('name', 'model')}); after: **{after.status.upper()}** "
              f"({after.model.get('name', 'model')}).", "",
              "| check | before | after |", "|---|---|---|"]
+    if training:
+        lines[4:4] = ["Training: " + "; ".join(f"{k} {v}" for k, v in _training_lines(training))
+                      + ".", ""]
     lines += [f"| {cid} | {b.status.upper() if b else '-'} | {a.status.upper() if a else '-'} |"
               for cid, b, a in _paired_checks(before, after)]
     lines += ["", "| check | metric | before | after | change |", "|---|---|---|---|---|"]
-    lines += [f"| {r['check']} | {r['metric']} | {_fmt(r['before'])} | {_fmt(r['after'])} | "
-              f"{_fmt(r['delta'], True)}{mark[r['better']]} |" for r in rows]
+    lines += [f"| {r['check']} | {r['metric']} | {format_metric(r['metric'], r['before'])} | "
+              f"{format_metric(r['metric'], r['after'])} | "
+              f"{format_metric(r['metric'], r['delta'], signed=True)}{mark[r['better']]} |"
+              for r in rows]
     for label, audit in (("before", before), ("after", after)):
         warnings = [(c.id, f.message) for c in audit.checks for f in c.findings
                     if f.level == "warn"] + [("model", f.message) for f in audit.findings
@@ -107,9 +114,11 @@ def _markdown(before: AuditResult, after: AuditResult, rows: list[dict], title: 
     return "\n".join(lines)
 
 
-def _html(before: AuditResult, after: AuditResult, rows: list[dict], title: str) -> str:
-    """One self-contained page: the change of every metric, then each check of both audits
-    side by side (gates, metrics, findings, plots)."""
+def _html(before: AuditResult, after: AuditResult, rows: list[dict], title: str,
+          training: dict[str, Any] | None) -> str:
+    """One self-contained page: the training settings, the change of every metric, then
+    each check of both audits side by side (gates, metrics, findings, plots on shared y
+    ranges)."""
     e = html.escape
 
     def badge(status: str) -> str:
@@ -117,16 +126,18 @@ def _html(before: AuditResult, after: AuditResult, rows: list[dict], title: str)
 
     def change(row: dict) -> str:
         cls = {True: "better", False: "worse", None: ""}[row["better"]]
-        return f'<td class="{cls}">{_fmt(row["delta"], True)}</td>'
+        return f'<td class="{cls}">{format_metric(row["metric"], row["delta"], signed=True)}</td>'
 
-    def side(check, label: str) -> str:
+    def side(check, label: str, other) -> str:
         if check is None:
             return f'<div><h3>{label}</h3><p class="muted">not in this audit</p></div>'
-        return f"<div><h3>{label} {badge(check.status)}</h3>{check_body_html(check)}</div>"
+        return (f"<div><h3>{label} {badge(check.status)}</h3>"
+                f"{check_body_html(check, beside=other)}</div>")
 
     pairs = _paired_checks(before, after)
     body = "".join(f"<tr><td>{e(r['check'])}</td><td><code>{e(r['metric'])}</code></td>"
-                   f"<td>{_fmt(r['before'])}</td><td>{_fmt(r['after'])}</td>{change(r)}</tr>"
+                   f"<td>{format_metric(r['metric'], r['before'])}</td>"
+                   f"<td>{format_metric(r['metric'], r['after'])}</td>{change(r)}</tr>"
                    for r in rows)
     statuses = "".join(
         f'<tr><td><a href="#{e(cid)}">{e(cid)}</a></td>'
@@ -134,7 +145,10 @@ def _html(before: AuditResult, after: AuditResult, rows: list[dict], title: str)
         for cid, b, a in pairs)
     sections = "".join(
         f'<section id="{e(cid)}"><h2>{e(cid)}</h2><div class="pair">'
-        f'{side(b, "before")}{side(a, "after")}</div></section>' for cid, b, a in pairs)
+        f'{side(b, "before", a)}{side(a, "after", b)}</div></section>' for cid, b, a in pairs)
+    settings = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>"
+                       for k, v in _training_lines(training))
+    settings = f"<h2>Training</h2><table>{settings}</table>" if settings else ""
     audit_findings = "".join(
         f"<p><b>{label}</b></p>{_findings_html(audit.findings)}"
         for label, audit in (("before", before), ("after", after)) if audit.findings)
@@ -146,13 +160,15 @@ def _html(before: AuditResult, after: AuditResult, rows: list[dict], title: str)
 <h1>{e(title)}</h1>
 <p class="muted">before: {e(str(before.model.get('name', 'model')))} {badge(before.status)} &middot;
 after: {e(str(after.model.get('name', 'model')))} {badge(after.status)} &middot;
-data {e(str(after.data.get('name')))}:{e(str(after.data.get('split')))} ({e(str(after.data.get('n')))}
-samples) &middot; each audit's own report: <a href="before/report.html">before</a>,
-<a href="after/report.html">after</a></p>
-{audit_findings}
+data {e(str(after.data.get('name')))}:{e(str(after.data.get('split')))}
+({e(str(after.data.get('n')))} samples) &middot; each audit's own report:
+<a href="before/report.html">before</a>, <a href="after/report.html">after</a></p>
+{audit_findings}{settings}
 <table><tr><th>check</th><th>before</th><th>after</th></tr>{statuses}</table>
 <p class="muted">change = after - before; green where the change is an improvement, red where
-it is a regression (for error rates, abstentions, size and latency, lower is better).</p>
+it is a regression (for error rates, calibration errors, FPR, drops, abstentions, size and
+latency, lower is better); unmarked where neither is better (settings, counts, coverage and
+set size) or the change is zero. Plots of the same check share their y range.</p>
 <table><tr><th>check</th><th>metric</th><th>before</th><th>after</th><th>change</th></tr>
 {body}</table>
 {sections}

@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import html
 import json
+import math
+import os
+import re
+import secrets
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from ..audit.results import AuditResult, CheckResult
-from .plots import plot_png_data_uri
+from .directions import base_name, metric_direction
+from .plots import plot_png_data_uri, value_range
 
 REPORT_FILES = ("report.html", "report.json", "junit.xml", "summary.md")
+NO_GATES = "no gates: nothing was required"
 _ICON = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "error": "ERROR"}
 
 
@@ -21,47 +28,141 @@ def write_reports(result: AuditResult, out_dir: str | Path) -> dict[str, Path]:
     """Write the four reports into ``out_dir`` (created if needed); return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in REPORT_FILES}
-    paths["report.json"].write_text(render_json(result), encoding="utf-8")
-    paths["junit.xml"].write_text(render_junit(result), encoding="utf-8")
-    paths["summary.md"].write_text(render_markdown(result), encoding="utf-8")
-    paths["report.html"].write_text(render_html(result), encoding="utf-8")
-    return paths
+    return write_files(out, {"report.json": render_json(result),
+                             "junit.xml": render_junit(result),
+                             "summary.md": render_markdown(result),
+                             "report.html": render_html(result)})
+
+
+def write_files(out: Path, texts: dict[str, str]) -> dict[str, Path]:
+    """Write every text to a temporary file in ``out``, then rename each into place, so
+    that an error or a crash never leaves files of two runs side by side (rendering has
+    already succeeded when the first byte is written; only the renames remain)."""
+    temporary: dict[str, Path] = {}
+    try:
+        for name, text in texts.items():
+            temporary[name] = out / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            with open(temporary[name], "x", encoding="utf-8") as stream:
+                stream.write(text)
+        for name, path in temporary.items():
+            os.replace(path, out / name)
+    finally:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
+    return {name: out / name for name in texts}
 
 
 def render_json(result: AuditResult) -> str:
     return json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
 
 
-def _metric(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
+def human_bytes(value: float, *, signed: bool = False) -> str:
+    """``13107200`` -> ``"12.5 MiB"``: sizes in KiB / MiB / GiB, as every page writes them."""
+    size, unit = abs(value), "B"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            break
+        size /= 1024
+    sign = ("+" if value >= 0 else "-") if signed else ("-" if value < 0 else "")
+    return f"{sign}{size:.0f} B" if unit == "B" else f"{sign}{size:.1f} {unit}"
+
+
+def _is_size(name: str) -> bool:
+    return base_name(name) in ("size_bytes", "bytes")
+
+
+def format_metric(name: str, value: float | None, *, signed: bool = False) -> str:
+    """A metric's value as the pages show it: 4 significant digits, sizes in human units."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if _is_size(name):
+        return human_bytes(value, signed=signed)
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+def status_reasons(check: CheckResult) -> list[str]:
+    """Why the check has its status: its error, each failed gate (value and threshold),
+    each warning, and how many gates passed (or that there were none)."""
+    reasons = [f"error: {check.error}"] if check.error else []
+    failed = check.failed_gates
+    reasons += [f"failed: {g.metric} = {format_metric(g.metric, g.value)}"
+                f"{' (not measured)' if g.value is None else ''}, required {g.op} {g.threshold:g}"
+                for g in failed]
+    reasons += [f"warning {f.code}: {f.message}" for f in check.findings if f.level == "warn"]
+    if not check.gates:
+        reasons.append(NO_GATES)
+    elif not failed and not check.error:
+        reasons.append(f"{len(check.gates)}/{len(check.gates)} gates passed")
+    return reasons
+
+
+def worst_metrics(check: CheckResult) -> list[str]:
+    """One metric per kind (``auroc``, ``ece`` and ``ece_ts``, ...): the one with the
+    worst value by its direction; interval bounds and metrics with no direction left out."""
+    worst: dict[str, str] = {}
+    for name, value in check.metrics.items():
+        direction = metric_direction(name)
+        if value is None or not direction or "_ci_" in name:
+            continue
+        kind = base_name(name)
+        if kind not in worst or value * direction < check.metrics[worst[kind]] * direction:
+            worst[kind] = name
+    return list(worst.values())
 
 
 # --------------------------------------------------------------------------- JUnit
+def _identifier(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
 def render_junit(result: AuditResult) -> str:
-    """One testsuite per check, one testcase per gate; a check without gates is one
-    testcase that fails only when the check errored."""
+    """One testsuite per check, one testcase per gate, each carrying its measured value
+    (properties and system-out), the check's warnings in system-out; a check without
+    gates is one testcase "runs" that fails only when the check errored."""
     suites = ET.Element("testsuites", name="assay audit")
+    totals = {"tests": 0, "failures": 0, "errors": 0}
     for check in result.checks:
         cases = list(check.gates) or [None]
         suite = ET.SubElement(suites, "testsuite", name=check.id, tests=str(len(cases)),
                               time=f"{check.seconds:.3f}")
         failures = errors = 0
+        warnings = [f"WARN {f.code}: {f.message}" for f in check.findings if f.level == "warn"]
         for gate in cases:
-            case = ET.SubElement(suite, "testcase", classname=f"assay.{check.pillar}.{check.id}",
+            case = ET.SubElement(suite, "testcase",
+                                 classname=f"assay.{_identifier(check.pillar)}.{_identifier(check.id)}",
                                  name=gate.expr if gate else "runs",
                                  time=f"{check.seconds / len(cases):.3f}")
+            lines = [f"check {check.id}: {_ICON[check.status]}"]
+            if gate is not None:
+                value = format_metric(gate.metric, gate.value)
+                properties = ET.SubElement(case, "properties")
+                for key, text in (("metric", gate.metric), ("value", value),
+                                  ("threshold", f"{gate.op} {gate.threshold:g}")):
+                    ET.SubElement(properties, "property", name=key, value=text)
+                lines.append(f"{gate.metric} = {value}, required {gate.op} {gate.threshold:g}: "
+                             f"{'passed' if gate.passed else 'FAILED'}")
+            else:
+                lines.append(NO_GATES)
             if check.status == "error":
                 errors += 1
                 ET.SubElement(case, "error", message=check.error or "error").text = check.error
             elif gate is not None and not gate.passed:
                 failures += 1
-                ET.SubElement(case, "failure", message=f"{gate.metric} = {_metric(gate.value)}, "
-                              f"required {gate.op} {gate.threshold:g}")
+                ET.SubElement(case, "failure", message=f"{gate.metric} = "
+                              f"{format_metric(gate.metric, gate.value)}, required {gate.op} "
+                              f"{gate.threshold:g}")
+            ET.SubElement(case, "system-out").text = "\n".join(lines + warnings)
         suite.set("failures", str(failures))
         suite.set("errors", str(errors))
+        totals["tests"] += len(cases)
+        totals["failures"] += failures
+        totals["errors"] += errors
+    for key, value in totals.items():
+        suites.set(key, str(value))
+    suites.set("time", f"{sum(c.seconds for c in result.checks):.3f}")
     ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
+            + "\n")
 
 
 def metric_grid(metrics: dict[str, float | None]) -> tuple[list[str], dict[str, list]] | None:
@@ -81,28 +182,50 @@ def metric_grid(metrics: dict[str, float | None]) -> tuple[list[str], dict[str, 
     return list(names), rows
 
 
+_FINGERPRINT = "a fingerprint of the weights and settings, not a file hash"
+
+
 # --------------------------------------------------------------------------- Markdown
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def render_markdown(result: AuditResult) -> str:
+    model = result.model
     lines = [f"# assay audit: {_ICON[result.status]}", "",
-             f"Model `{result.model.get('name')}` (sha256 `{result.model['sha256'][:12]}`), "
-             f"data `{result.data['name']}:{result.data['split']}` ({result.data['n']} samples). "
-             f"assay {result.assay_version}, {result.created}.", "",
-             "| check | status | gates | key metrics | seconds |", "|---|---|---|---|---|"]
+             f"Model `{model.get('name')}` (fingerprint `{model['sha256'][:12]}`: "
+             f"{_FINGERPRINT})"]
+    if isinstance(model.get("file"), dict):
+        file = model["file"]
+        lines[-1] += (f", file `{file.get('path')}` ({file.get('format')}"
+                      + (f", {human_bytes(file['bytes'])}" if "bytes" in file else "")
+                      + f", SHA-256 `{file.get('sha256')}`)")
+    lines[-1] += (f"; data `{result.data['name']}:{result.data['split']}` "
+                  f"({result.data['n']} samples). assay {result.assay_version}, {result.created}.")
+    if not result.gated:
+        lines += ["", f"**No gate in this audit ({NO_GATES})**: the status reflects findings "
+                      "and errors only."]
+    lines += ["", "Full report with every metric, plot and detail: [report.html](report.html).",
+              "", "| check | status | why | gates | worst values | seconds |",
+              "|---|---|---|---|---|---|"]
     for check in result.checks:
-        gates = ", ".join(f"{'ok' if g.passed else 'FAILED'}: `{g.expr}` ({_metric(g.value)})"
-                          for g in check.gates) or "-"
-        metrics = ", ".join(f"{k} {_metric(v)}" for k, v in list(check.metrics.items())[:6])
+        gates = ", ".join(f"{'ok' if g.passed else 'FAILED'}: `{g.expr}` "
+                          f"({format_metric(g.metric, g.value)})" for g in check.gates) or NO_GATES
+        worst = ", ".join(f"{k} {format_metric(k, check.metrics[k])}"
+                          for k in worst_metrics(check)) or "-"
         cached = " (cached)" if check.cached else ""
-        lines.append(f"| {check.id} | {_ICON[check.status]} | {gates} | "
-                     f"{metrics or check.error or '-'} | {check.seconds:.1f}{cached} |")
+        lines.append(f"| {check.id} | {_ICON[check.status]} | "
+                     f"{_cell('; '.join(status_reasons(check)))} | {_cell(gates)} | "
+                     f"{_cell(worst)} | {check.seconds:.1f}{cached} |")
     for check in result.checks:  # side-by-side tables where the metrics form a grid
         grid = metric_grid(check.metrics)
         if grid:
             names, rows = grid
             lines += ["", f"## {check.id}", "", "| | " + " | ".join(names) + " |",
                       "|---|" + "---:|" * len(names)]
-            lines += [f"| {q} | " + " | ".join(_metric(v) for v in values) + " |"
-                      for q, values in rows.items()]
+            lines += [f"| {q} | " + " | ".join(format_metric(n, v)
+                                               for n, v in zip(names, values, strict=True))
+                      + " |" for q, values in rows.items()]
     notes = [(None, f) for f in result.findings] + [(c.id, f) for c in result.checks
                                                      for f in c.findings if f.level == "warn"]
     if notes:
@@ -127,6 +250,9 @@ th{background:#f6f8fa}section{border-top:1px solid #d0d7de;margin-top:1.6rem;pad
 .finding.info{border-color:#0969da;background:#ddf4ff}
 img{max-width:100%;margin:.4rem .6rem .4rem 0}pre{background:#f6f8fa;padding:.6rem;
 overflow-x:auto;font-size:.85rem}details{margin:.5rem 0}
+td.why{font-size:.85rem}td.why div+div{margin-top:.2rem}.nogates{font-weight:400}
+details{overflow-x:auto}table.data{font-size:.82rem}table.data table.data{margin:0}
+table.data td,table.data th{padding:.15rem .45rem}
 """
 
 
@@ -144,38 +270,220 @@ def _findings_html(findings) -> str:
 
 
 def _check_html(check: CheckResult) -> str:
-    return (f'<section id="{_e(check.id)}"><h2>{_e(check.id)} {_badge(check.status)}</h2>'
+    note = f' <span class="muted nogates">({NO_GATES})</span>' if not check.gates else ""
+    return (f'<section id="{_e(check.id)}"><h2>{_e(check.id)} {_badge(check.status)}{note}</h2>'
             f"{check_body_html(check)}</section>")
 
 
-def check_body_html(check: CheckResult) -> str:
+def check_body_html(check: CheckResult, *, beside: CheckResult | None = None) -> str:
     """One check's part of a report page (everything below its heading): gates, metrics,
-    findings, plots and parameters."""
+    findings, plots and parameters. With ``beside`` (the same check of another audit,
+    shown next to it), plots of the same title share their y range with its plots."""
     parts = [f'<p class="muted">check <code>{_e(check.name)}</code>, pillar {_e(check.pillar)}, '
              f'{check.seconds:.2f} s{" (from cache)" if check.cached else ""}</p>']
     if check.error:
         parts.append(f'<div class="finding"><b>error</b>: {_e(check.error)}</div>')
     if check.gates:
-        rows = "".join(f"<tr><td><code>{_e(g.expr)}</code></td><td>{_metric(g.value)}</td>"
-                       f"<td>{_badge('pass' if g.passed else 'fail')}</td></tr>" for g in check.gates)
+        rows = "".join(f"<tr><td><code>{_e(g.expr)}</code></td>"
+                       f"<td>{format_metric(g.metric, g.value)}</td>"
+                       f"<td>{_badge('pass' if g.passed else 'fail')}</td></tr>"
+                       for g in check.gates)
         parts.append(f"<table><tr><th>gate</th><th>value</th><th>result</th></tr>{rows}</table>")
+    else:
+        parts.append(f'<p class="muted">{NO_GATES}: this check measures and reports; add '
+                     f'<code>gates</code> to its plan entry to require values.</p>')
     grid = metric_grid(check.metrics)
     if grid:
         names, table = grid
         head = "".join(f"<th>{_e(n)}</th>" for n in names)
-        rows = "".join(f"<tr><td>{_e(q)}</td>" + "".join(f"<td>{_metric(v)}</td>" for v in values)
+        rows = "".join(f"<tr><td>{_e(q)}</td>" + "".join(f"<td>{format_metric(n, v)}</td>"
+                                                         for n, v in zip(names, values,
+                                                                         strict=True))
                        + "</tr>" for q, values in table.items())
         parts.append(f"<table><tr><th></th>{head}</tr>{rows}</table>")
     elif check.metrics:
-        rows = "".join(f"<tr><td>{_e(k)}</td><td>{_metric(v)}</td></tr>"
+        rows = "".join(f"<tr><td>{_e(k)}</td><td>{format_metric(k, v)}</td></tr>"
                        for k, v in check.metrics.items())
         parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
     parts.append(_findings_html(check.findings))
-    parts += [f'<img alt="{_e(p.title)}" src="{plot_png_data_uri(p)}">' for p in check.plots]
-    parts.append(f"<details><summary>parameters and details</summary><pre>"
-                 f"{_e(json.dumps({'params': check.params, 'details': check.details}, indent=2, default=str))}"
-                 f"</pre></details>")
+    parts += [f'<img alt="{_e(p.title)}" '
+              f'src="{plot_png_data_uri(p, gates=check.gates, limits=limits)}">'
+              for p, limits in zip(check.plots, _shared_limits(check, beside), strict=True)]
+    if check.details:
+        parts.append(f"<details open><summary>details</summary>{_data_html(check.details)}"
+                     f"</details>")
+    parts.append(f"<details><summary>parameters</summary>{_data_html(check.params)}</details>")
     return "".join(parts)
+
+
+def _shared_limits(check: CheckResult, beside: CheckResult | None) -> list:
+    """For each plot of ``check``: the y range covering it and the plot of the same title
+    and y label in ``beside``, or None (its own range) when there is no such plot."""
+    others = {(p.title, p.y_label): p for p in beside.plots} if beside else {}
+    limits = []
+    for plot in check.plots:
+        other = others.get((plot.title, plot.y_label))
+        ranges = [r for r in (value_range(plot, check.gates),
+                              other and value_range(other, beside.gates)) if r]
+        limits.append((min(r[0] for r in ranges), max(r[1] for r in ranges))
+                      if other is not None and ranges else None)
+    return limits
+
+
+# ------------------------------------------------------------- details as tables
+def _scalar(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        if _is_size(key):
+            return human_bytes(value)
+        return str(value) if isinstance(value, int) else f"{value:.4g}"
+    return _e(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _is_record(value: Any) -> bool:
+    """A dict of plain values (a nested dict of plain values is written inline)."""
+    return isinstance(value, dict) and bool(value) and all(
+        _is_scalar(v) or (isinstance(v, dict) and all(map(_is_scalar, v.values())))
+        for v in value.values())
+
+
+def _is_flat(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(map(_is_scalar, value.values()))
+
+
+def _records(value: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict]] | None:
+    """``value`` as the rows of one table when it is made of records (a list of them, or
+    dicts of records or of lists of them, e.g. attack stages per eps): ``(keys leading to
+    the record, record)``; else None."""
+    if isinstance(value, list):
+        return [(path, v) for v in value] if (value or path) and all(map(_is_record, value)) \
+            else None
+    if not (isinstance(value, dict) and value
+            and all(isinstance(v, (dict, list)) for v in value.values())):
+        return None
+    rows: list[tuple[tuple[str, ...], dict]] = []
+    for key, item in value.items():
+        keyed = path + (str(key),)
+        found = [(keyed, item)] if _is_flat(item) else _records(item, keyed)
+        if found is None:
+            return None
+        rows += found
+    return rows or None
+
+
+def _records_table(rows: list[tuple[tuple[str, ...], dict]]) -> str:
+    depth = max(len(path) for path, _ in rows)
+    columns = list(dict.fromkeys(k for _, record in rows for k in record))
+    head = "<th></th>" * depth + "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = []
+    for path, record in rows:
+        keys = "".join(f"<td>{_e(k)}</td>" for k in path) + "<td></td>" * (depth - len(path))
+        cells = "".join(f"<td>{_inline(c, record.get(c))}</td>" for c in columns)
+        body.append(f"<tr>{keys}{cells}</tr>")
+    return f'<table class="data"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def _inline(key: str, value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{_e(k)} = {_scalar(k, v)}" for k, v in value.items()) or "-"
+    return _scalar(key, value)
+
+
+def _data_html(value: Any, key: str = "") -> str:
+    """Details and parameters as tables: records as rows of one table, dicts as key-value
+    rows, lists of plain values on one line; never raw JSON."""
+    rows = _records(value)
+    if rows:
+        return _records_table(rows)
+    if isinstance(value, dict):
+        if not value:
+            return "-"
+        if key and _is_flat(value) and len(value) > 4 and all(len(str(k)) <= 12 for k in value):
+            # e.g. per-class accuracy: one row of short keys over one row of values
+            head = "".join(f"<th>{_e(k)}</th>" for k in value)
+            cells = "".join(f"<td>{_scalar(str(k), v)}</td>" for k, v in value.items())
+            return f'<table class="data"><tr>{head}</tr><tr>{cells}</tr></table>'
+        body = "".join(f"<tr><th>{_e(k)}</th><td>{_data_html(v, str(k))}</td></tr>"
+                       for k, v in value.items())
+        return f'<table class="data">{body}</table>'
+    if isinstance(value, list):
+        if all(_is_scalar(v) for v in value):
+            return ", ".join(_scalar(key, v) for v in value) or "-"
+        return "<br>".join(_data_html(v, key) for v in value)
+    return _scalar(key, value)
+
+
+# ------------------------------------------------------------------ provenance
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()
+                                if v is not None) + " }"
+    return json.dumps(str(value))
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def plan_toml(result: AuditResult) -> str:
+    """The plan that ran, as TOML that ``assay audit --plan`` reads back: every check with
+    all its parameters (defaults filled in; unset ones left out) and its gates."""
+    lines = [f"seed = {_toml_value(result.provenance.get('seed', 0))}"]
+    for check in result.checks:
+        lines += ["", "[[checks]]", f"name = {_toml_value(check.name)}"]
+        if check.id != check.name:
+            lines.append(f"id = {_toml_value(check.id)}")
+        if check.gates:
+            lines.append(f"gates = {_toml_value([g.expr for g in check.gates])}")
+        params = {k: v for k, v in check.params.items() if v is not None}
+        if params:
+            lines.append("[checks.params]")
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in params.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _plan_source(source: Any) -> str:
+    if source == "<dict>":
+        return "given as a dict to run_audit (no plan file)"
+    return f"<code>{_e(source)}</code>"
+
+
+def _provenance_html(result: AuditResult) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>"
+                   f"{_plan_source(v) if k == 'plan' else _data_html(v, k)}</td></tr>"
+                   for k, v in result.provenance.items())
+    return (f'<section><h2>Provenance</h2><table class="data">{rows}</table>'
+            f"<details><summary>the plan as it ran (TOML; every parameter, defaults filled in)"
+            f"</summary><pre>{_e(plan_toml(result))}</pre></details></section>")
+
+
+# --------------------------------------------------------------------------- page
+def _model_html(model: dict[str, Any]) -> str:
+    text = (f"model <b>{_e(model.get('name'))}</b> (fingerprint "
+            f"<code title=\"{_e(model['sha256'])}\">{_e(model['sha256'][:16])}</code>: "
+            f"{_FINGERPRINT}; {_e(model.get('num_classes'))} classes, input "
+            f"{_e(model.get('input_shape'))}, bounds {_e(model.get('bounds'))})")
+    file = model.get("file")
+    if isinstance(file, dict):
+        size = f", {human_bytes(file['bytes'])}" if isinstance(file.get("bytes"), int) else ""
+        text += (f"<br>file <code>{_e(file.get('path'))}</code> ({_e(file.get('format'))}{size}), "
+                 f"file SHA-256 <code>{_e(file.get('sha256'))}</code> (as sha256sum prints it)")
+    return text
 
 
 def render_html(result: AuditResult) -> str:
@@ -183,23 +491,27 @@ def render_html(result: AuditResult) -> str:
     model, data = result.model, result.data
     overview = "".join(
         f'<tr><td><a href="#{_e(c.id)}">{_e(c.id)}</a></td><td>{_badge(c.status)}</td>'
-        f"<td>{sum(g.passed for g in c.gates)}/{len(c.gates)}</td><td>{c.seconds:.2f}</td></tr>"
+        f"<td>{sum(g.passed for g in c.gates)}/{len(c.gates)}</td>"
+        f'<td class="why">{"".join(f"<div>{_e(r)}</div>" for r in status_reasons(c))}</td>'
+        f"<td>{c.seconds:.2f}</td></tr>"
         for c in result.checks)
-    provenance = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
-                         for k, v in result.provenance.items())
+    no_gates = ("" if result.gated else
+                '<div class="finding"><b>no gates</b>: nothing was required in this audit; '
+                "the status reflects findings and errors only. Add <code>gates</code> to the "
+                "plan to make a CI job fail on a value.</div>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>assay audit: {_e(model.get('name'))} - {_ICON[result.status]}</title>
 <style>{_CSS}</style></head><body>
 <h1>assay audit {_badge(result.status)}</h1>
-<p class="muted">model <b>{_e(model.get('name'))}</b> (sha256 <code>{_e(model['sha256'][:16])}</code>,
-{_e(model.get('num_classes'))} classes, input {_e(model.get('input_shape'))}, bounds
-{_e(model.get('bounds'))}) &middot; data <b>{_e(data['name'])}:{_e(data['split'])}</b>
-({_e(data['n'])} samples) &middot; assay {_e(result.assay_version)} &middot; {_e(result.created)}</p>
-{_findings_html(result.findings)}
-<table><tr><th>check</th><th>status</th><th>gates passed</th><th>seconds</th></tr>{overview}</table>
+<p class="muted">{_model_html(model)}<br>data <b>{_e(data['name'])}:{_e(data['split'])}</b>
+({_e(data['n'])} samples) &middot; assay {_e(result.assay_version)} &middot;
+{_e(result.created)}</p>
+{no_gates}{_findings_html(result.findings)}
+<table><tr><th>check</th><th>status</th><th>gates passed</th><th>why</th><th>seconds</th></tr>
+{overview}</table>
 {''.join(_check_html(c) for c in result.checks)}
-<section><h2>Provenance</h2><table>{provenance}</table></section>
+{_provenance_html(result)}
 </body></html>
 """
