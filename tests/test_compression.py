@@ -1,7 +1,6 @@
 """Compression transforms (pruning, int8 quantization, distillation) and the
 ``compression`` check."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -228,11 +227,10 @@ def test_gates_must_name_produced_variants():
 
 # --------------------------------------------------------------------------------- MNIST
 @pytest.mark.data
-def test_mnist_compression_report(capsys):
+def test_mnist_compression_report():
     from assay.core.data import load_data
 
     root = require_data("mnist")
-    started = time.perf_counter()
     train = load_data("mnist:train:2000", data_root=root)
     test = load_data("mnist:test:1000", data_root=root)
     if LENET_CACHE.exists():
@@ -250,12 +248,6 @@ def test_mnist_compression_report(capsys):
         "variants": variants, "n": 200, "steps": 10, "eps": 0.1, "batch_size": 200}}]})
     check = run_audit(model, test, plan, train_data=train, progress=False).checks[0]
     metrics = check.metrics
-    with capsys.disabled():
-        print(f"\nMNIST {name}, n=200, Linf PGD-10 eps 0.1 ({time.perf_counter() - started:.1f} s)")
-        print(f"{'variant':<14}{'accuracy':>9}{'robust':>8}{'KiB':>9}{'ms/200':>8}")
-        for v in ["original"] + variants:
-            print(f"{v:<14}{metrics[f'accuracy@{v}']:>9.3f}{metrics[f'robust_accuracy@{v}']:>8.3f}"
-                  f"{metrics[f'size_bytes@{v}'] / 1024:>9.0f}{metrics[f'latency_ms@{v}']:>8.1f}")
     assert metrics["accuracy@original"] >= 0.95
     assert metrics["accuracy_drop@prune:0.5"] <= 0.02
     assert metrics["accuracy_drop@int8:dynamic"] <= 0.02
