@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from assay.audit.plan import load_plan, parse_gate, plan_from_dict
-from assay.audit.results import AuditResult
+from assay.results import AuditResult
 from assay.audit.runner import run_audit
 from assay.checks import Check, CheckOutput, Param, register
 from assay.checks.base import REGISTRY
@@ -186,6 +186,10 @@ def test_json_report_matches_schema_and_round_trips(audit_result, tmp_path):
     jsonschema.validate(data, schema)
     assert AuditResult.from_dict(data).to_dict() == data
     assert [c["status"] for c in data["checks"]] == ["fail", "pass", "error"]
+    # each metric with the direction, unit and range its check declares
+    assert data["checks"][0]["metric_info"]["accuracy"] == {
+        "direction": "higher", "unit": "fraction", "range": [0.0, 1.0]}
+    assert set(data["checks"][1]["metric_info"]) == set(data["checks"][1]["metrics"])
 
 
 def test_junit_has_one_testcase_per_gate(audit_result):

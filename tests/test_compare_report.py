@@ -3,35 +3,65 @@
 import json
 import re
 
-from assay.audit.results import AuditResult, CheckResult
-from assay.checks.base import Finding, Plot
+from assay.checks.base import Finding, Plot, get_check
 from assay.report.compare import metric_deltas, metric_direction, write_comparison
+from assay.results import AuditResult, CheckResult, MetricInfo
+
+
+def result(check, status, metrics, **extra):
+    """A result of the registered ``check`` with the metric info its check declares, as the
+    runner records it."""
+    info = get_check(check).describe_metrics(metrics)
+    return CheckResult(check, check, get_check(check).pillar, status, {}, metrics,
+                       metric_info=info, **extra)
 
 
 def audit(name, robust, abstain, warn=False):
     curve = Plot("robust accuracy", "eps", "accuracy", [0.0, 0.3], {"pgd": [0.99, robust]})
     checks = (
-        CheckResult("accuracy", "accuracy", "performance", "pass", {},
-                    {"accuracy": 0.99, "n": 100.0}),
-        CheckResult("robustness", "robustness", "robustness", "warn" if warn else "pass", {},
-                    {"robust_accuracy@linf=0.3": robust}, plots=(curve,),
-                    findings=(Finding("warn", "gradients", f"masked {name}"),) if warn else ()),
-        CheckResult("certified_robustness", "certified_robustness", "robustness", "pass", {},
-                    {"abstain_rate": abstain, "temperature": 1.0}, plots=(curve,)),
+        result("accuracy", "pass", {"accuracy": 0.99, "n": 100.0}),
+        result("robustness", "warn" if warn else "pass", {"robust_accuracy@linf=0.3": robust},
+               plots=(curve,),
+               findings=(Finding("warn", "gradients", f"masked {name}"),) if warn else ()),
+        # temperature: not a metric of this check, so it has no declared direction
+        result("certified_robustness", "pass", {"abstain_rate": abstain, "temperature": 1.0},
+               plots=(curve,)),
     )
     return AuditResult("0", "now", "warn" if warn else "pass",
                        {"name": name, "sha256": "0" * 64},
                        {"name": "mnist", "split": "test", "n": 100}, {}, checks)
 
 
-def test_direction_of_metrics():
-    assert metric_direction("robust_accuracy@linf=0.3") == 1
-    assert metric_direction("certified_accuracy@l2=0.5") == 1
-    assert metric_direction("abstain_rate") == -1
-    assert metric_direction("ece_ts") == -1
-    assert metric_direction("latency_ms@prune:0.9") == -1
-    assert metric_direction("temperature") == 0
-    assert metric_direction("n") == 0
+def direction(check, metric):
+    return metric_direction(metric, result(check, "pass", {metric: 0.5}))
+
+
+def test_direction_of_metrics_is_declared_by_their_checks():
+    assert direction("robustness", "robust_accuracy@linf=0.3") == 1
+    assert direction("certified_robustness", "certified_accuracy@l2=0.5") == 1
+    assert direction("certified_robustness", "abstain_rate") == -1
+    assert direction("calibration", "ece_ts") == -1
+    assert direction("compression", "latency_ms@prune:0.9") == -1
+    assert direction("calibration", "temperature") == 0
+    assert direction("accuracy", "n") == 0
+    # a metric its check does not declare has no direction, whatever its name says
+    assert direction("accuracy", "robust_accuracy@linf=0.3") == 0
+
+
+def test_the_after_audits_declaration_decides_and_unknown_is_never_marked():
+    lower, higher = MetricInfo("lower"), MetricInfo("higher")
+    old = CheckResult("c", "c", "p", "pass", {}, {"m": 1.0}, metric_info={"m": higher})
+    new = CheckResult("c", "c", "p", "pass", {}, {"m": 2.0}, metric_info={"m": lower})
+    bare = CheckResult("c", "c", "p", "pass", {}, {"m": 2.0})
+
+    def audit_of(check):
+        return AuditResult("0", "now", "pass", {}, {}, {}, (check,))
+
+    assert metric_deltas(audit_of(old), audit_of(new))[0]["better"] is False
+    assert metric_deltas(audit_of(old), audit_of(bare))[0]["better"] is True  # before's
+    assert metric_deltas(audit_of(bare), audit_of(bare))[0]["better"] is None  # no change
+    unknown = CheckResult("c", "c", "p", "pass", {}, {"m": 1.0})
+    assert metric_deltas(audit_of(unknown), audit_of(bare))[0]["better"] is None
 
 
 def test_deltas_say_which_change_is_better():

@@ -17,6 +17,7 @@ from assay.cli import main
 from assay.core.data import Dataset
 from assay.core.loaders import load_digits
 from assay.core.model import ModelWrapper
+from assay.results import MetricInfo
 
 RUNS: list[float] = []
 
@@ -76,6 +77,18 @@ def test_gates_and_status_are_judged_again_after_a_cache_hit(model, test_split, 
     assert none.cached and none.status == "pass" and none.gates == () and not none.gated
     assert added.status == "fail" and [g.passed for g in added.gates] == [True, False]
     assert first.gated and added.failed_gates[0].expr == "value <= 0.1"
+
+
+def test_metric_info_comes_from_the_checks_declaration_even_on_a_cache_hit(
+        model, test_split, tmp_path, monkeypatch):
+    monkeypatch.setattr(ValueCheck, "declared_metrics", {"value": MetricInfo("lower", "ratio")})
+    fresh = audit(model, test_split, tmp_path)
+    monkeypatch.setattr(ValueCheck, "declared_metrics", {"val*": MetricInfo("higher")})
+    cached = audit(model, test_split, tmp_path)
+    assert not fresh.cached and fresh.metric_info == {"value": MetricInfo("lower", "ratio")}
+    assert cached.cached and cached.metric_info == {"value": MetricInfo("higher")}
+    (entry,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert "metric_info" not in entry  # outputs only: the declaration is read afresh
 
 
 def test_warn_status_is_derived_from_cached_findings(model, test_split, tmp_path):

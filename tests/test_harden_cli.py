@@ -104,7 +104,7 @@ def test_harden_passes_the_eps_ramp_and_the_schedule(tmp_path, monkeypatch):
 
 
 def test_metric_deltas_cover_metrics_on_either_side():
-    from assay.audit.results import AuditResult, CheckResult
+    from assay.results import AuditResult, CheckResult
 
     def audit(metrics):
         check = CheckResult("c", "c", "p", "pass", {}, metrics)

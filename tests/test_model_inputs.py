@@ -10,13 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from assay import hardening_cli
-from assay.cli import _parser, main
+from assay.cli import main
+from assay.cli.main import _parser
+from assay.cli.options import model_from_args
 from assay.core import zoo
 from assay.core.loaders import load_digits
 from assay.core.loading import file_sha256, load_network
+from assay.core.model_io import save_network
 from assay.core.model import ModelWrapper
 from assay.errors import AssayValueError
+from assay.workflows import trainable_copy
 
 
 def run_cli(*args):
@@ -167,7 +170,7 @@ def harden_namespace(**overrides):
 
 
 def test_hardens_fresh_model_is_not_reported_as_handed_over_in_train_mode():
-    model, info = hardening_cli._model(harden_namespace(), load_digits("train"))
+    model, info = model_from_args(harden_namespace(), load_digits("train"))
     assert model.findings == [] and info == {}
     assert not model.net.training
 
@@ -242,7 +245,7 @@ def test_harden_refuses_a_model_without_float_parameters():
     model = ModelWrapper(nn.Sequential(nn.Flatten(), nn.ReLU()), num_classes=64,
                          input_shape=(1, 8, 8))
     with pytest.raises(AssayValueError, match="no trainable float parameters"):
-        hardening_cli._trainable_copy(model)
+        trainable_copy(model)
 
 
 # ------------------------------------------------------------------ 4. flags' own words
@@ -321,7 +324,7 @@ def test_save_writes_a_copy_and_leaves_the_model_alone(tmp_path):
     net = zoo.build("mlp", input_shape=(1, 8, 8), num_classes=10).train()
     weights = [p.clone() for p in net.parameters()]
     example = load_digits("test")
-    hardening_cli._save(net, tmp_path / "m.pt", example)
+    save_network(net, tmp_path / "m.pt", example)
     assert net.training  # .eval() on the caller's module would have switched it
     assert all(torch.equal(a, b) for a, b in zip(weights, net.parameters()))
     loaded, _ = load_network(tmp_path / "m.pt")

@@ -2,6 +2,7 @@
 JSON, gates drawn on their plots, legible plots, honest hashes, JUnit and summary.md that
 a CI page can show, files written atomically."""
 
+import dataclasses
 import json
 import re
 import tomllib
@@ -13,16 +14,18 @@ import torch
 from torch import nn
 
 from assay.audit.plan import plan_from_dict
-from assay.audit.results import AuditResult, CheckResult, GateResult
 from assay.checks import REGISTRY, load_builtin_checks
 from assay.checks.base import CheckContext, Finding, Plot, get_check
 from assay.core.loaders import load_digits
 from assay.core.model import ModelWrapper
 from assay.report import writers
-from assay.report.compare import metric_deltas, metric_direction, write_comparison
+from assay.report.compare import metric_deltas, write_comparison
 from assay.report.plots import DPI, plot_figure
 from assay.report.writers import (NO_GATES, format_metric, plan_toml, render_html, render_junit,
                                   render_markdown, write_reports)
+from assay.errors import AssayValueError
+from assay.results import (AuditResult, CheckResult, GateResult, MetricInfo,
+                           describe_metrics)
 
 FINGERPRINT = "ab" * 32
 FILE_SHA = "cd" * 32
@@ -287,35 +290,77 @@ def test_comparison_json_has_the_training_and_matches_its_schema(tmp_path):
 
 
 # ------------------------------------------------------------- directions
+def declared(check):
+    """``check`` with the metric info its registered check declares, as the runner adds it."""
+    return dataclasses.replace(
+        check, metric_info=get_check(check.name).describe_metrics(check.metrics))
+
+
 def test_relative_mce_and_other_errors_are_lower_is_better():
-    for name in ("relative_mce", "mce", "ece_equal_mass_ts", "fpr95@odin:near", "brier",
-                 "accuracy_drop@prune:0.5", "size_bytes@int8:dynamic", "abstain_rate"):
-        assert metric_direction(name) == -1, name
-    before = audit(CheckResult("corruptions", "corruptions", "distribution shift", "pass", {},
-                               {"relative_mce": 1.0}))
-    after = audit(CheckResult("corruptions", "corruptions", "distribution shift", "pass", {},
-                              {"relative_mce": 1.4}))
+    for check, name in (("corruptions", "relative_mce"), ("corruptions", "mce"),
+                        ("calibration", "mce"), ("calibration", "ece_equal_mass_ts"),
+                        ("ood", "fpr95@odin:near"), ("calibration", "brier"),
+                        ("compression", "accuracy_drop@prune:0.5"),
+                        ("compression", "size_bytes@int8:dynamic"),
+                        ("certified_robustness", "abstain_rate")):
+        assert get_check(check).describe_metrics([name])[name].direction == "lower", name
+    before = audit(declared(CheckResult("corruptions", "corruptions", "distribution shift",
+                                        "pass", {}, {"relative_mce": 1.0})))
+    after = audit(declared(CheckResult("corruptions", "corruptions", "distribution shift",
+                                       "pass", {}, {"relative_mce": 1.4})))
     assert metric_deltas(before, after)[0]["better"] is False
-    assert metric_direction("some_new_metric") == 0  # unknown: never marked better
+    # unknown: never marked better, in the comparison or among the worst values
+    assert get_check("corruptions").describe_metrics(["some_new_metric"]) == {}
+    plain = (CheckResult("c", "c", "p", "pass", {}, {"some_new_metric": 1.0}),
+             CheckResult("c", "c", "p", "pass", {}, {"some_new_metric": 2.0}))
+    assert metric_deltas(audit(plain[0]), audit(plain[1]))[0]["better"] is None
+    assert writers.worst_metrics(plain[1]) == []
 
 
-def _every_metric_name():
-    names = set()
+def test_metric_info_refuses_what_it_cannot_mean():
+    with pytest.raises(AssayValueError, match="'direction' parameter of MetricInfo must be one "
+                                              r"of \['higher', 'lower', 'neutral'\]"):
+        MetricInfo("up")
+    with pytest.raises(AssayValueError, match="low <= high"):
+        MetricInfo("higher", "fraction", (1.0, 0.0))
+    declared = {"robust_accuracy": MetricInfo("lower"), "robust_accuracy@*": MetricInfo("higher")}
+    described = describe_metrics(["robust_accuracy", "robust_accuracy@linf=0.1", "other"],
+                                 declared)
+    assert described == {"robust_accuracy": MetricInfo("lower"),
+                         "robust_accuracy@linf=0.1": MetricInfo("higher")}
+
+
+def _every_check_and_metric_names():
     for name, cls in load_builtin_checks().items():
         if name.startswith("test_"):
             continue
         check = cls()
         params = check.resolve_params({})
-        names.update(check.metric_names(params))
+        names = check.metric_names(params)
         if "baseline" in params:  # metrics that only a baseline model produces
-            names.update(check.metric_names({**params, "baseline": "baseline.pt"}))
-    return sorted(names)
+            names += check.metric_names({**params, "baseline": "baseline.pt"})
+        yield check, sorted(set(names))
 
 
 def test_every_metric_of_every_check_has_a_declared_direction():
     assert len(REGISTRY) >= 8
-    unknown = [m for m in _every_metric_name() if metric_direction(m, default=None) is None]
-    assert not unknown, f"add these metrics to assay/report/directions.py: {unknown}"
+    for check, names in _every_check_and_metric_names():
+        info = check.describe_metrics(names)
+        undeclared = [m for m in names if m not in info]
+        assert not undeclared, (f"declare these metrics in {type(check).__name__}."
+                                f"declared_metrics: {undeclared}")
+        assert all(i.direction in ("higher", "lower", "neutral") for i in info.values())
+
+
+def test_metric_info_travels_in_report_json():
+    check = declared(corruptions())
+    result = AuditResult.from_dict(json.loads(writers.render_json(audit(check))))
+    assert result.checks[0].metric_info == check.metric_info
+    assert result.checks[0].metric_info["accuracy@fog"].sign == 1
+    legacy = audit(corruptions()).to_dict()  # a report from before metric_info
+    for entry in legacy["checks"]:
+        entry.pop("metric_info")
+    assert AuditResult.from_dict(legacy).checks[0].metric_info == {}
 
 
 # ------------------------------------------------------------- units, hashes, provenance
@@ -391,7 +436,8 @@ def test_summary_shows_every_gate_the_worst_values_and_links_the_report():
     metrics = {f"auroc@d{i}:far": 0.99 - i / 100 for i in range(9)}
     metrics["auroc@odin:near"] = 0.49  # the worst, tenth of ten
     gates = tuple(gate(f"auroc@d{i}:far", ">=", 0.5, 0.99 - i / 100) for i in range(8))
-    check = CheckResult("ood", "ood", "distribution shift", "pass", {}, metrics, gates=gates)
+    check = declared(CheckResult("ood", "ood", "distribution shift", "pass", {}, metrics,
+                                 gates=gates))
     summary = render_markdown(audit(check))
     row = next(line for line in summary.splitlines() if line.startswith("| ood |"))
     assert all(g.expr in row for g in gates)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from .core import zoo
 from .core.data import Dataset
 from .core.loaders import load_digits
 from .core.model import ModelWrapper
+from .core.model_io import save_network
 from .core.threads import using_threads
 from .core.training import TrainConfig, fit
 
@@ -53,7 +52,9 @@ DEMO_PLAN = {
 
 
 def demo_plan() -> Plan:
-    return plan_from_dict(DEMO_PLAN, source="<demo plan>")
+    """The demo's plan, with the recipe its model was trained by as the [training] table."""
+    training = {"arch": DEMO_ARCH, **asdict(DEMO_TRAINING)}
+    return plan_from_dict({**DEMO_PLAN, "training": training}, source="<demo plan>")
 
 
 def demo_model(*, show_progress: bool = True, cache_dir: str | Path | None = None
@@ -102,17 +103,7 @@ def _load_weights(net: nn.Module, path: Path) -> bool:
 
 
 def _save_weights(net: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    temp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(handle)
-        save_file(state, temp)  # then renamed: a killed run leaves no half-written file
-        os.replace(temp, path)
+        save_network(net, path)  # renamed into place: a killed run leaves no half-written file
     except OSError as err:  # the model is trained either way; only the next run pays
         log.warning("could not cache the demo weights in %s (%s)", path.parent, err)
-        if temp is not None:
-            Path(temp).unlink(missing_ok=True)

@@ -22,8 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..checks.base import CheckOutput
-from .results import findings_from_json, json_safe, metrics_from_json, plots_from_json
+from ..results import (CheckOutput, findings_from_json, json_safe, metrics_from_json,
+                       plots_from_json)
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from .results import CheckResult
+from ..results import CheckResult
 
 Task = Callable[[], CheckResult]
 

@@ -10,6 +10,11 @@ A plan is TOML::
     params = { norms = ["linf"], eps = [0.1, 0.3] }
     gates = ["robust_accuracy@linf=0.3 >= 0.4"]
 
+    [training]                    # optional: the recipe that produced the model, or that
+    arch = "small_cnn"            # reference models must follow: a zoo architecture and
+    epochs = 15                   # the fields of TrainConfig (epochs, batch_size, lr,
+    lr = 3e-3                     # optimizer, weight_decay, seed, schedule)
+
 A gate is ``METRIC OP NUMBER`` with OP one of >=, <=, >, <, and METRIC one of the
 metrics the check produces for its parameters. Everything is validated when the plan
 is loaded, before any check runs, and all problems are reported at once: keys, types,
@@ -25,16 +30,18 @@ import math
 import operator
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..checks import get_check
+from ..core.training import TrainConfig, TrainingRecipe
 from ..errors import AssayValueError
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _GATE = re.compile(r"^\s*(?P<metric>[^\s<>]+)\s*(?P<op>>=|<=|>|<)\s*(?P<value>\S+)\s*$")
-PLAN_KEYS = ("seed", "checks")
+PLAN_KEYS = ("seed", "checks", "training")
+TRAINING_KEYS = ("arch", *(f.name for f in fields(TrainConfig)))
 CHECK_KEYS = ("name", "id", "params", "gates")
 
 
@@ -80,6 +87,7 @@ class Plan:
     seed: int = 0
     source: str = "<built-in>"
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    training: TrainingRecipe | None = None
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -120,9 +128,37 @@ def plan_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Plan:
                             "'id'")
         seen.add(spec.id)
         specs.append(spec)
+    training = _training(raw["training"], problems) if "training" in raw else None
     if problems:
         raise AssayValueError(f"{source}: invalid plan: " + "; ".join(problems))
-    return Plan(tuple(specs), seed=seed, source=source, raw=raw)
+    return Plan(tuple(specs), seed=seed, source=source, raw=raw, training=training)
+
+
+def _training(table: Any, problems: list[str]) -> TrainingRecipe | None:
+    """The ``[training]`` table as a recipe; each problem (unknown key, architecture, a
+    field TrainConfig refuses) is added to ``problems`` naming its field."""
+    from ..core.zoo import ARCHITECTURES
+
+    if not isinstance(table, dict):
+        problems.append(f"'training' must be a table ([training]) with keys {list(TRAINING_KEYS)}; "
+                        f"got {table!r}")
+        return None
+    found = len(problems)
+    problems += [f"[training]: unknown key {key!r}; allowed: {list(TRAINING_KEYS)}"
+                 for key in table if key not in TRAINING_KEYS]
+    arch = table.get("arch")
+    if arch not in ARCHITECTURES:
+        problems.append(f"[training]: 'arch' must be one of {sorted(ARCHITECTURES)} (the zoo "
+                        f"architecture of the recipe); got {arch!r}")
+    settings = {key: value for key, value in table.items() if key in TRAINING_KEYS[1:]}
+    for key, value in settings.items():
+        try:  # one field at a time, so that every bad field is reported
+            TrainConfig(**{key: value})
+        except AssayValueError as err:
+            problems.append(f"[training]: {err}")
+    if len(problems) > found:
+        return None
+    return TrainingRecipe(str(arch), TrainConfig(**settings))
 
 
 def _check_spec(entry: Any, where: str) -> CheckSpec:

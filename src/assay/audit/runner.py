@@ -26,7 +26,7 @@ from ..errors import AssayValueError, AssayWarning
 from .cache import ResultCache, cache_key
 from .executors import Executor, LocalExecutor
 from .plan import CheckSpec, Plan
-from .results import AuditResult, CheckResult, GateResult, check_status, overall_status
+from ..results import AuditResult, CheckResult, GateResult, check_status, overall_status
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ def preflight(model: ModelWrapper, data: Dataset, plan: Plan | None = None, *,
                                   f"{split.input_shape} but the evaluation data has "
                                   f"{data.input_shape}. Fix: pass the training split of the "
                                   "same data set.")
+        if split is train_data and int(split.y.max()) >= model.num_classes:
+            raise AssayValueError(
+                f"The training data {split.label} has labels up to {int(split.y.max())} but "
+                f"the model outputs {model.num_classes} scores. Fix: pass the data the model "
+                "was trained on.")
         found = outside_bounds(split.x, model.bounds)
         if found is not None:  # attacks clip to the bounds: every check would be skewed
             low, high = model.bounds
@@ -68,7 +73,7 @@ def preflight(model: ModelWrapper, data: Dataset, plan: Plan | None = None, *,
                 "in Python), or scale the data into them.")
     if plan is not None:
         ctx = CheckContext(model=model, data=data, seed=plan.seed, train_data=train_data,
-                           progress=False, data_root=data_root)
+                           progress=False, data_root=data_root, training=plan.training)
         problems = []
         for index, spec in enumerate(plan.checks):
             try:
@@ -95,6 +100,11 @@ def run_audit(model: ModelWrapper, data: Dataset, plan: Plan, *,
               data_root: str | Path | None = None, threads: Threads = "auto") -> AuditResult:
     """Run every check of ``plan`` on ``model`` and ``data`` and return the results.
 
+    ``train_data`` is the model's training split (the members for privacy checks, the
+    training set for data-side defenses); the report records it, with its hash, under
+    ``data["train"]``. The plan's ``[training]`` recipe reaches the checks as
+    ``CheckContext.training`` and the report's provenance.
+
     ``data_root`` is where checks read further data sets (the OOD check's Fashion-MNIST;
     None: ``$ASSAY_DATA_DIR``). Every check's parameters are checked against the model and
     data (:func:`preflight`) before the first check runs.
@@ -115,7 +125,7 @@ def run_audit(model: ModelWrapper, data: Dataset, plan: Plan, *,
     cache = ResultCache(cache_dir) if cache_dir is not None else None
     model_hash = model.fingerprint()
     ctx = CheckContext(model=model, data=data, seed=plan.seed, train_data=train_data,
-                       progress=progress, data_root=data_root)
+                       progress=progress, data_root=data_root, training=plan.training)
     tasks = [_task(spec, ctx, cache, model_hash, threads) for spec in plan.checks]
     results = []
     for result in (executor or LocalExecutor()).map(tasks):
@@ -126,7 +136,7 @@ def run_audit(model: ModelWrapper, data: Dataset, plan: Plan, *,
     return AuditResult(
         assay_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        status=overall_status(results), model=info, data=data.describe(),
+        status=overall_status(results), model=info, data=_data_info(data, train_data),
         provenance=_provenance(plan, started, threads), checks=results, findings=tuple(findings))
 
 
@@ -135,6 +145,7 @@ def _task(spec: CheckSpec, ctx: CheckContext, cache: ResultCache | None, model_h
     # Everything that decides the check's output, and nothing that only judges it (gates).
     key = cache_key(model=model_hash, data=ctx.data.sha256(),
                     train=None if ctx.train_data is None else ctx.train_data.sha256(),
+                    training=None if ctx.training is None else ctx.training.describe(),
                     data_root=ctx.data_root or os.environ.get("ASSAY_DATA_DIR"),
                     check=spec.name, params=spec.params, seed=ctx.seed, version=__version__,
                     torch=torch.__version__, device=str(ctx.model.device))
@@ -169,14 +180,16 @@ def judge(spec: CheckSpec, output: CheckOutput, seconds: float, *,
           cached: bool = False) -> CheckResult:
     """Evaluate ``spec``'s gates on ``output`` and derive the status: the same verdict
     whether the output was just computed or read from the cache. A gate on a missing,
-    None or NaN metric fails."""
+    None or NaN metric fails. Each metric's info (direction, unit, range) comes from the
+    check's current declaration, so the report never reads a stale one from the cache."""
     gates = tuple(GateResult(g.expr, g.metric, g.op, g.threshold, value, g.passes(value))
                   for g in spec.gates for value in [output.metrics.get(g.metric)])
     findings = tuple(output.findings)
-    return CheckResult(spec.id, spec.name, get_check(spec.name).pillar,
+    check = get_check(spec.name)
+    return CheckResult(spec.id, spec.name, check.pillar,
                        check_status(gates, findings), spec.params, output.metrics, gates,
                        findings, tuple(output.plots), output.details, seconds=seconds,
-                       cached=cached)
+                       cached=cached, metric_info=check.describe_metrics(output.metrics))
 
 
 def _execute(spec: CheckSpec, ctx: CheckContext,
@@ -223,8 +236,18 @@ def console_line(check: CheckResult) -> str:
     return line
 
 
+def _data_info(data: Dataset, train_data: Dataset | None) -> dict[str, Any]:
+    """The evaluation data's description, with the training data's (and so its hash)
+    under ``train`` when the audit had one."""
+    info = data.describe()
+    if train_data is not None:
+        info["train"] = train_data.describe()
+    return info
+
+
 def _provenance(plan: Plan, started: float, threads: Threads) -> dict[str, Any]:
-    return {
+    training = {} if plan.training is None else {"training": plan.training.describe()}
+    return {**training,
         "assay": __version__, "torch": torch.__version__, "numpy": np.__version__,
         "python": sys.version.split()[0], "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
+from .base import (BUILTIN_MODULES, REGISTRY, Check, CheckContext, CheckOutput, Finding,
+                   MetricInfo, Param, Plot, get_check, load_builtin_checks, register)
 
-from .base import REGISTRY, Check, CheckContext, CheckOutput, Finding, Param, Plot, get_check, register
-
-BUILTIN_MODULES = ("accuracy", "robustness", "corruptions", "calibration", "conformal", "ood",
-                   "compression", "certified")
-
-
-def load_builtin_checks() -> dict[str, type[Check]]:
-    """Import the built-in check modules (each registers itself) and return the registry."""
-    for module in BUILTIN_MODULES:
-        importlib.import_module(f"{__name__}.{module}")
-    return REGISTRY
-
-
-__all__ = ["Check", "CheckContext", "CheckOutput", "Finding", "Param", "Plot", "REGISTRY",
-           "get_check", "load_builtin_checks", "register"]
+__all__ = ["BUILTIN_MODULES", "Check", "CheckContext", "CheckOutput", "Finding", "MetricInfo",
+           "Param", "Plot", "REGISTRY", "get_check", "load_builtin_checks", "register"]

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..metrics.accuracy import accuracy, wilson_interval
+from ..results import HIGHER_FRACTION, MetricInfo
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
 MIN_GAIN = 0.1  # the share of the way from chance to perfect the interval must clear
@@ -32,6 +33,15 @@ class AccuracyCheck(Check):
         Param("n", "int", None, "evaluate the first n samples; default all", low=1),
         Param("batch_size", "int", 512, "inputs per forward pass", low=1),
     )
+
+    # The interval's bounds keep the direction of the accuracy they bound; the chance
+    # accuracy is a property of the data, not of the model.
+    declared_metrics = {
+        "accuracy": HIGHER_FRACTION, "accuracy_ci_low": HIGHER_FRACTION,
+        "accuracy_ci_high": HIGHER_FRACTION,
+        "gain_over_chance": MetricInfo("higher", "fraction", (None, 1.0)),
+        "n": MetricInfo("neutral", "samples", (0.0, None)),
+        "chance_accuracy": MetricInfo("neutral", "fraction", (0.0, 1.0))}
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
         return ["accuracy", "accuracy_ci_low", "accuracy_ci_high", "n", "chance_accuracy",

@@ -8,17 +8,24 @@ metrics, findings and plot data: plain values, never rendered output.
 
 from __future__ import annotations
 
+import importlib
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from ..core.data import Dataset
 from ..core.model import ModelWrapper
+from ..core.training import TrainingRecipe
 from ..errors import AssayValueError
+# The data a check returns lives in the torch-free results layer; re-exported here.
+from ..results import CheckOutput, Finding, MetricInfo, Plot, describe_metrics
 
-Level = Literal["info", "warn"]
+__all__ = ["BUILTIN_MODULES", "Check", "CheckContext", "CheckOutput", "Finding", "MetricInfo",
+           "Param", "Plot", "REGISTRY", "get_check", "load_builtin_checks", "radius_limit",
+           "radius_problem", "register"]
 
 
 @dataclass(frozen=True)
@@ -40,50 +47,12 @@ class Param:
 
 
 @dataclass(frozen=True)
-class Finding:
-    """An observation a check makes; a "warn" finding turns the check's status to warn."""
-
-    level: Level
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Plot:
-    """Data for one plot; the report draws it. ``kind`` is "line", "bar" or "heatmap".
-
-    ``series`` maps a legend label (for a heatmap: a row label) to values aligned with
-    ``x`` (for a heatmap: the column labels). Optional, all aligned with ``x``:
-    ``reference`` lines that are not data (drawn dashed, e.g. perfect calibration),
-    ``counts``: the samples behind each point of a series (drawn under the plot; a
-    series with counts is not joined into a curve), and ``points``: metric name ->
-    ``[series label, x value]``, the point a metric is, so the report can draw its gate.
-    """
-
-    title: str
-    x_label: str
-    y_label: str
-    x: list[float] | list[str]
-    series: dict[str, list[float]]
-    kind: Literal["line", "bar", "heatmap"] = "line"
-    reference: dict[str, list[float]] = field(default_factory=dict)
-    counts: dict[str, list[int]] = field(default_factory=dict)
-    points: dict[str, list] = field(default_factory=dict)
-
-
-@dataclass
-class CheckOutput:
-    metrics: dict[str, float]
-    findings: list[Finding] = field(default_factory=list)
-    plots: list[Plot] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class CheckContext:
     """What a check runs on: the wrapped model, the evaluation split, an optional
     training split, and the audit's seed. ``progress`` enables progress bars;
-    ``data_root`` is where a check reads further data sets (None: ``$ASSAY_DATA_DIR``)."""
+    ``data_root`` is where a check reads further data sets (None: ``$ASSAY_DATA_DIR``);
+    ``training`` is the plan's ``[training]`` recipe (the model's, and the one reference
+    models follow), None when the plan has none."""
 
     model: ModelWrapper
     data: Dataset
@@ -91,16 +60,23 @@ class CheckContext:
     train_data: Dataset | None = None
     progress: bool = True
     data_root: str | Path | None = None
+    training: TrainingRecipe | None = None
 
 
 class Check(ABC):
-    """Subclass, set ``name``, ``pillar``, ``summary`` and ``params``, implement
-    ``metric_names`` and ``run``, and decorate with :func:`register`."""
+    """Subclass, set ``name``, ``pillar``, ``summary``, ``params`` and ``declared_metrics``,
+    implement ``metric_names`` and ``run``, and decorate with :func:`register`.
+
+    ``declared_metrics`` maps a metric name or an ``fnmatch`` pattern
+    (``"robust_accuracy@*"``) to its :class:`MetricInfo` (which way is better, unit,
+    range); the runner attaches it to the result, and the report reads directions from
+    there only, so a metric without one is never marked better or worse."""
 
     name: ClassVar[str]
     pillar: ClassVar[str]
     summary: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
+    declared_metrics: ClassVar[Mapping[str, MetricInfo]] = {}
 
     @abstractmethod
     def metric_names(self, params: dict[str, Any]) -> list[str]:
@@ -109,6 +85,11 @@ class Check(ABC):
     @abstractmethod
     def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
         """Compute the metrics. ``params`` is complete and validated."""
+
+    def describe_metrics(self, names: Iterable[str]) -> dict[str, MetricInfo]:
+        """Each metric of ``names`` with the :class:`MetricInfo` this check declares for it
+        (:attr:`declared_metrics`); undeclared names are left out."""
+        return describe_metrics(names, self.declared_metrics)
 
     def validate_params(self, params: dict[str, Any]) -> list[str]:
         """Problems with resolved ``params`` that need no model or data (a file that must
@@ -239,9 +220,19 @@ def register(cls: type[Check]) -> type[Check]:
     return cls
 
 
-def get_check(name: str) -> Check:
-    from . import load_builtin_checks
+BUILTIN_MODULES = ("accuracy", "robustness", "corruptions", "calibration", "conformal", "ood",
+                   "compression", "certified")
 
+
+def load_builtin_checks() -> dict[str, type[Check]]:
+    """Import the built-in check modules (each registers itself) and return the registry."""
+    # By name, at call time: the check modules import this one.
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+    return REGISTRY
+
+
+def get_check(name: str) -> Check:
     load_builtin_checks()
     if name not in REGISTRY:
         raise AssayValueError(f"Unknown check {name!r}; registered checks: {sorted(REGISTRY)}.")

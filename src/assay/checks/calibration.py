@@ -15,6 +15,7 @@ import torch
 from ..defenses.calibration.temperature import fit_temperature
 from ..metrics.calibration import (brier, classwise_ece, ece, mce, nll,
                                    reliability_diagram_data)
+from ..results import MetricInfo
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
 _METRICS = ("ece", "ece_equal_mass", "classwise_ece", "mce", "nll", "brier")
@@ -45,6 +46,19 @@ class CalibrationCheck(Check):
         Param("n", "int", None, "use the first n samples; default all", low=1),
         Param("batch_size", "int", 512, "inputs per forward pass", low=1),
     )
+
+    # Every error before and after temperature scaling ("_ts") is lower-is-better; the
+    # temperature is a fitted setting.
+    declared_metrics = {
+        **{f"{metric}{suffix}": MetricInfo("lower", unit, bounds)
+           for metric, unit, bounds in (("ece", "fraction", (0.0, 1.0)),
+                                      ("ece_equal_mass", "fraction", (0.0, 1.0)),
+                                      ("classwise_ece", "fraction", (0.0, 1.0)),
+                                      ("mce", "fraction", (0.0, 1.0)),
+                                      ("nll", "nats", (0.0, None)),
+                                      ("brier", "", (0.0, 2.0)))
+           for suffix in ("", "_ts")},
+        "temperature": MetricInfo("neutral", "", (0.0, None))}
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
         return [*_METRICS, "temperature", *(f"{m}_ts" for m in _METRICS)]

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..defenses.smoothing import SmoothedClassifier, max_certified_radius
+from ..results import HIGHER_FRACTION, LOWER_FRACTION
 from .base import (Check, CheckContext, CheckOutput, Finding, Param, Plot, radius_problem,
                    register)
 
@@ -72,6 +73,11 @@ class CertifiedRobustnessCheck(Check):
     def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
         problem = radius_problem("radii", "l2", params["radii"], ctx)
         return [problem] if problem else []
+
+    declared_metrics = {
+        "certified_accuracy@*": HIGHER_FRACTION, "clean_accuracy": HIGHER_FRACTION,
+        "clean_accuracy_smoothed": HIGHER_FRACTION, "noise_accuracy": HIGHER_FRACTION,
+        "abstain_rate": LOWER_FRACTION}
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
         radii = [metric_name(r) for r in params["radii"]]

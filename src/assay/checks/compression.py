@@ -32,11 +32,13 @@ from typing import Any
 import torch
 
 from ..attacks.evasion.pgd import PGD
+from ..core.inference import batched_predict
 from ..core.model import ModelWrapper
 from ..core.progress import progress_bar
 from ..defenses.compression import (count_nonzero, is_quantized, latency_ms, model_size_bytes,
                                     prune, quantize, sparsity)
 from ..errors import AssayValueError
+from ..results import HIGHER_FRACTION, MetricInfo
 from .base import (Check, CheckContext, CheckOutput, Finding, Param, Plot, radius_problem,
                    register)
 
@@ -116,6 +118,14 @@ class CompressionCheck(Check):
         problem = radius_problem("eps", "linf", [params["eps"]], ctx)
         return [problem] if problem else []
 
+    # Drops are the original's accuracy minus the variant's (negative: it gained).
+    declared_metrics = {
+        "accuracy@*": HIGHER_FRACTION, "robust_accuracy@*": HIGHER_FRACTION,
+        "accuracy_drop@*": MetricInfo("lower", "fraction", (-1.0, 1.0)),
+        "robust_accuracy_drop@*": MetricInfo("lower", "fraction", (-1.0, 1.0)),
+        "size_bytes@*": MetricInfo("lower", "bytes", (0.0, None)),
+        "latency_ms@*": MetricInfo("lower", "ms", (0.0, None))}
+
     def metric_names(self, params: dict[str, Any]) -> list[str]:
         variants = [ORIGINAL] + [canonical(v) for v in params["variants"]]
         return [metric_name(m, v) for v in variants for m in METRICS]
@@ -186,16 +196,11 @@ def _build(variant: str, original: ModelWrapper, ctx: CheckContext) -> ModelWrap
     return quantize(original, value, calibration=calibration)
 
 
-@torch.no_grad()
-def _predict(model: torch.nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
-
-
 def _measure(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
              batch: int, *, transfer: bool) -> dict[str, Any]:
-    correct = _predict(model, x, batch) == y
-    robust = correct & (_predict(model, x_adv, batch) == y)
+    # int8 variants run on the CPU, where x and x_adv were moved for them
+    correct = batched_predict(model, x, batch_size=batch, device=x.device) == y
+    robust = correct & (batched_predict(model, x_adv, batch_size=batch, device=x.device) == y)
     row: dict[str, Any] = {
         "accuracy": float(correct.float().mean()), "robust_accuracy": float(robust.float().mean()),
         "size_bytes": float(model_size_bytes(model)),

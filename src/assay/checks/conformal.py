@@ -14,6 +14,7 @@ from typing import Any
 from ..defenses.calibration.conformal import (SCORES, SplitConformal, average_set_size,
                                               class_coverage_gap, marginal_coverage,
                                               size_stratified_coverage)
+from ..results import LOWER_FRACTION, MetricInfo
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
 
@@ -31,6 +32,14 @@ class ConformalCheck(Check):
         Param("n", "int", None, "use the first n samples; default all", low=1),
         Param("batch_size", "int", 512, "inputs per forward pass", low=1),
     )
+
+    # Coverage above its target is bought with larger sets: neither alone is better when
+    # it grows. The gap between classes' coverage is what should shrink.
+    declared_metrics = {
+        "target_coverage": MetricInfo("neutral", "fraction", (0.0, 1.0)),
+        "coverage@*": MetricInfo("neutral", "fraction", (0.0, 1.0)),
+        "set_size@*": MetricInfo("neutral", "classes", (0.0, None)),
+        "class_coverage_gap@*": LOWER_FRACTION}
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
         names = ["target_coverage"]

@@ -21,9 +21,11 @@ import torch
 from ..core.loading import load_network
 from ..core.model import ModelWrapper
 from ..core.progress import progress_bar
+from ..core.rng import seeded_generator
 from ..errors import AssayValueError, AssayWarning
 from ..shift.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, corrupt
 from ..shift.corruptions._common import check_images
+from ..results import HIGHER_FRACTION, MetricInfo
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
 
@@ -42,6 +44,14 @@ class CorruptionsCheck(Check):
                                        "or weights with baseline_arch)"),
         Param("baseline_arch", "str", None, "zoo architecture of baseline weights"),
     )
+
+    # mCE is the model's corruption error over the baseline's (1: as bad as the baseline);
+    # relative mCE the same for the drop from clean accuracy (negative: gains accuracy).
+    declared_metrics = {
+        "clean_accuracy": HIGHER_FRACTION, "mean_corruption_accuracy": HIGHER_FRACTION,
+        "accuracy@*": HIGHER_FRACTION,
+        "mce": MetricInfo("lower", "ratio", (0.0, None)),
+        "relative_mce": MetricInfo("lower", "ratio", (None, None))}
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
         names = ["clean_accuracy", "mean_corruption_accuracy"]
@@ -143,7 +153,7 @@ def _accuracy_grid(model: ModelWrapper, data, params: dict[str, Any], severities
                                               enabled=ctx.progress)):
         row = []
         for severity in severities:
-            gen = torch.Generator(device=device).manual_seed(ctx.seed * 1000 + index * 10 + severity)
+            gen = seeded_generator(ctx.seed * 1000 + index * 10 + severity, device)
             correct = 0
             for start in range(0, len(data), batch):
                 xb = corrupt(data.x[start:start + batch].to(device), name, severity, generator=gen)

@@ -35,10 +35,12 @@ import torch
 
 from ..core.data import Dataset, check_data_spec, load_data
 from ..core.loaders import DIGIT_CLASSES
+from ..core.rng import seeded_generator
 from ..errors import AssayValueError
 from ..metrics.ood import ood_metrics
 from ..shift.corruptions._common import check_images
 from ..shift.ood import DETECTORS
+from ..results import HIGHER_FRACTION, LOWER_FRACTION
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
 ROLES = {"mnist": {"far": "fashion-mnist", "near": "corrupted"},
@@ -71,7 +73,7 @@ def build_ood_set(entry: str, data: Dataset, bounds: tuple[float, float], seed: 
         return Dataset(torch.rot90(data.x[keep], 2, dims=(2, 3)).contiguous(), data.y[keep],
                        entry, "ood", data.classes)
     if entry == "noise":
-        gen = torch.Generator().manual_seed(seed)
+        gen = seeded_generator(seed)
         x = lo + (hi - lo) * torch.rand(data.x.shape, generator=gen)
     elif entry == "inverted":
         x = hi + lo - data.x
@@ -79,7 +81,7 @@ def build_ood_set(entry: str, data: Dataset, bounds: tuple[float, float], seed: 
         from ..shift.corruptions import corrupt, list_corruptions
 
         names = list_corruptions()
-        gen = torch.Generator().manual_seed(seed)
+        gen = seeded_generator(seed)
         x = data.x.clone()
         for index, name in enumerate(names):
             rows = torch.arange(index, n, len(names))
@@ -107,6 +109,10 @@ class OODCheck(Check):
         Param("n", "int", 1000, "in-distribution and OOD samples each", low=2),
         Param("batch_size", "int", 256, "inputs per forward pass", low=1),
     )
+
+    declared_metrics = {"auroc@*": HIGHER_FRACTION, "aupr_in@*": HIGHER_FRACTION,
+                        "aupr_out@*": HIGHER_FRACTION,
+                        "fpr95@*": LOWER_FRACTION}
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
         return [f"{metric}@{det}:{set_label(entry)}" for entry in params["ood_sets"]

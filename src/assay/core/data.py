@@ -1,161 +1,24 @@
 """In-memory data sets with named splits, validation, and the CLI's data spec.
 
-A ``Dataset`` is one split: inputs ``x`` (float32, ``[N, C, H, W]`` images in their
-natural range or ``[N, D]`` tabular rows), labels ``y`` (int64, ``[N]``), and optional
-sensitive attributes ``group`` (int64, ``[N]``). ``load_data(spec)`` reads a spec
-``NAME[:SPLIT][:N]`` (``mnist:test:1000``) or a path to an ``.npz`` file.
+A ``Dataset`` (defined in :mod:`assay.core.dataset`) is one split: inputs ``x`` (float32,
+``[N, C, H, W]`` images in their natural range or ``[N, D]`` tabular rows), labels ``y``
+(int64, ``[N]``), and optional sensitive attributes ``group`` (int64, ``[N]``).
+``load_data(spec)`` reads a spec ``NAME[:SPLIT][:N]`` (``mnist:test:1000``) or a path to an
+``.npz`` file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch import Tensor
-
-from .._params import check_float, check_int
 from ..errors import AssayValueError
+from . import loaders
+from .dataset import BOUNDS_TOLERANCE, Dataset, outside_bounds, validate_arrays
 
-#: Slack allowed beyond a model's input bounds (float rounding of scaled pixels).
-BOUNDS_TOLERANCE = 1e-6
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """One split of a data set, held in memory as tensors.
-
-    Parameters
-    ----------
-    x : Tensor [N, ...], float32
-    y : Tensor [N], int64, values in ``0 .. num_classes - 1``
-    name : str
-        e.g. ``"mnist"``; ``split`` e.g. ``"test"``.
-    classes : tuple of str
-        Class names; its length is the class count.
-    group : Tensor [N] int64 or None
-        Sensitive attribute (for fairness and privacy checks).
-    """
-
-    x: Tensor
-    y: Tensor
-    name: str
-    split: str
-    classes: tuple[str, ...]
-    group: Tensor | None = None
-    source: str = ""
-    _sha256: list[str] = field(default_factory=list, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        validate_arrays(self.x, self.y, self.group, len(self.classes), where=self.label)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}:{self.split}"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, n: int | None) -> Dataset:
-        """The first ``n`` samples (all when ``n`` is None or larger than the split)."""
-        if n is not None:
-            check_int("n", n, "Dataset.subset", low=1)
-        if n is None or n >= len(self):
-            return self
-        return self.take(torch.arange(n))
-
-    def take(self, index: Tensor, split: str | None = None) -> Dataset:
-        """The samples at ``index``, as a new split (named ``split`` when given)."""
-        return Dataset(self.x[index], self.y[index], self.name, split or self.split, self.classes,
-                       None if self.group is None else self.group[index], self.source)
-
-    def split_off(self, fraction: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
-        """A seeded random split into (``fraction`` of the samples, the rest).
-
-        Used for held-out calibration data (temperature scaling, conformal prediction).
-        ``fraction`` must lie in (0, 1); raises when either part would be empty.
-        """
-        fraction = check_float("fraction", fraction, "Dataset.split_off", low=0.0, high=1.0,
-                               low_open=True, high_open=True)
-        check_int("seed", seed, "Dataset.split_off", low=0)
-        count = int(round(fraction * len(self)))
-        if not 0 < count < len(self):
-            raise AssayValueError(f"{self.label}: splitting {len(self)} samples at fraction "
-                                  f"{fraction} leaves an empty part; use more samples.")
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        return (self.take(order[:count], f"{self.split}/held-out"),
-                self.take(order[count:], f"{self.split}/rest"))
-
-    def sha256(self) -> str:
-        """Content hash of x, y and group (cached)."""
-        if not self._sha256:
-            digest = hashlib.sha256()
-            for tensor in (self.x, self.y, self.group):
-                if tensor is not None:
-                    digest.update(str(tuple(tensor.shape)).encode())
-                    digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._sha256.append(digest.hexdigest())
-        return self._sha256[0]
-
-    def describe(self) -> dict:
-        return {"name": self.name, "split": self.split, "n": len(self),
-                "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-                "classes": list(self.classes), "has_group": self.group is not None,
-                "source": self.source, "sha256": self.sha256()}
-
-
-def validate_arrays(x: Tensor, y: Tensor, group: Tensor | None, num_classes: int,
-                    *, where: str) -> None:
-    """Raise ``AssayValueError`` naming ``where`` and the fix when the arrays are unusable."""
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise AssayValueError(f"{where}: x and y must be torch tensors.")
-    if not x.is_floating_point():
-        raise AssayValueError(f"{where}: x must be floating point (got {x.dtype}); scale "
-                              "integer pixels to [0, 1] first.")
-    if x.ndim < 2:
-        raise AssayValueError(f"{where}: x must have shape [N, ...features]; got "
-                              f"{tuple(x.shape)}.")
-    if y.ndim != 1 or y.dtype != torch.int64:
-        raise AssayValueError(f"{where}: y must be a 1-D int64 tensor of labels; got dtype "
-                              f"{y.dtype} and shape {tuple(y.shape)}.")
-    if len(x) != len(y):
-        raise AssayValueError(f"{where}: x has {len(x)} samples but y has {len(y)}.")
-    if len(y) == 0:
-        raise AssayValueError(f"{where}: the data set is empty.")
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
-        raise AssayValueError(f"{where}: x contains NaN or infinite values in {bad} samples. "
-                              "Fix: clean or drop those samples.")
-    low, high = int(y.min()), int(y.max())
-    if low < 0 or high >= num_classes:
-        raise AssayValueError(f"{where}: labels must lie in 0..{num_classes - 1} "
-                              f"({num_classes} classes); found labels from {low} to {high}.")
-    if group is not None and (group.shape != y.shape or group.dtype != torch.int64):
-        raise AssayValueError(f"{where}: group must be an int64 tensor shaped like y; got "
-                              f"dtype {group.dtype} and shape {tuple(group.shape)}.")
-
-
-def outside_bounds(x: Tensor, bounds: tuple[float, float]) -> tuple[float, float] | None:
-    """``(min, max)`` of ``x`` when a value lies outside ``bounds`` (beyond a slack of
-    :data:`BOUNDS_TOLERANCE` times the range) or is NaN or infinite; None when all fit."""
-    if x.numel() == 0:
-        return None
-    low, high = (float(v) for v in torch.stack(torch.aminmax(x.detach())).cpu())  # NaN spreads
-    slack = BOUNDS_TOLERANCE * max(1.0, bounds[1] - bounds[0])
-    if low >= bounds[0] - slack and high <= bounds[1] + slack:  # False for NaN
-        return None
-    return low, high
+__all__ = ["BOUNDS_TOLERANCE", "Dataset", "check_data_spec", "data_dir", "load_data",
+           "outside_bounds", "parse_spec", "validate_arrays"]
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -210,8 +73,6 @@ def check_data_spec(spec: str, *, data_root: str | os.PathLike | None = None,
     or a missing file, without reading the data (for plans, before any work).
     ``files=False`` leaves out the files under the data directory (an .npz path is always
     checked): for a plan read before the data directory is known."""
-    from . import loaders
-
     name, path, split, _ = _resolve_spec(spec, default_split)
     if name is None:
         loaders.check_npz_file(Path(path))
@@ -232,8 +93,6 @@ def load_data(spec: str, *, data_root: str | os.PathLike | None = None,
     sets are read from ``data_root`` or ``$ASSAY_DATA_DIR``, laid out as
     ``mnist/t10k-images-idx3-ubyte.gz``.
     """
-    from . import loaders  # local import: the loaders pull in PIL and sklearn
-
     name, path, split, n = _resolve_spec(spec, default_split)
     if name is None:
         return loaders.load_npz(path).subset(n)

@@ -35,32 +35,11 @@ from torch import Tensor, nn
 
 from .._params import check_int
 from ..errors import AssayValueError
+# batched_logits and model_device are part of this module's public names (as before).
+from .inference import batched_logits, check_logits, eval_mode, map_batches, model_device
 
 __all__ = ["LinearHead", "batched_logits", "classifier_head", "logits_and_features",
            "model_device"]
-
-
-def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
-    """The device of the model's first parameter or buffer; ``fallback`` if it has none."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return fallback
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode, and restore each one's own mode afterwards."""
-    # Submodules of a frozen TorchScript module have no 'training' flag.
-    modes = [(module, module.training) for module in model.modules()
-             if hasattr(module, "training")]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def check_inputs(x: object, owner: str, name: str = "x") -> Tensor:
@@ -262,7 +241,7 @@ def forward_with_features(model: nn.Module, xb: Tensor, owner: str
         )
     feats = cast(Tensor, slot["features"])
     head = cast("nn.Linear | LinearHead", slot["head"])
-    _check_logits(logits, xb.shape[0], owner)
+    check_logits(logits, xb.shape[0], owner)
     if feats.ndim != 2 or feats.shape[0] != xb.shape[0]:
         raise AssayValueError(
             f"{owner}: the last nn.Linear of {type(model).__name__} received an input of shape "
@@ -270,15 +249,6 @@ def forward_with_features(model: nn.Module, xb: Tensor, owner: str
             f"[{xb.shape[0]}, D]. Use a head applied to pooled [N, D] features."
         )
     return logits, feats, head
-
-
-def _check_logits(logits: object, batch: int, owner: str) -> None:
-    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
-        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise AssayValueError(
-            f"{owner}: the model must return logits of shape [batch, num_classes] = "
-            f"[{batch}, K]. Got {got} instead."
-        )
 
 
 def logits_and_features(model: nn.Module, x: Tensor, *, batch_size: int = 256
@@ -304,36 +274,10 @@ def logits_and_features(model: nn.Module, x: Tensor, *, batch_size: int = 256
     owner = "logits_and_features"
     check_int("batch_size", batch_size, owner, low=1)
     check_inputs(x, owner)
-    device = model_device(model, x.device)
-    logits_parts: list[Tensor] = []
-    feature_parts: list[Tensor] = []
     with eval_mode(model), torch.no_grad():
-        for xb in x.split(batch_size):
-            logits, feats, _ = forward_with_features(model, xb.to(device), owner)
-            logits_parts.append(logits)
-            feature_parts.append(feats)
-    return (torch.cat(logits_parts).to(x.device), torch.cat(feature_parts).to(x.device))
-
-
-def batched_logits(model: nn.Module, x: Tensor, *, batch_size: int = 256) -> Tensor:
-    """Logits [N, K] of ``model`` on ``x`` in eval mode, no grad, batched, on ``x``'s device.
-
-    Parameters:
-        model: a classifier returning logits [B, K].
-        x: inputs [N, ...].
-        batch_size: samples per forward pass, an int >= 1 (default 256).
-    """
-    owner = "batched_logits"
-    check_int("batch_size", batch_size, owner, low=1)
-    check_inputs(x, owner)
-    device = model_device(model, x.device)
-    parts: list[Tensor] = []
-    with eval_mode(model), torch.no_grad():
-        for xb in x.split(batch_size):
-            logits = model(xb.to(device))
-            _check_logits(logits, xb.shape[0], owner)
-            parts.append(logits)
-    return torch.cat(parts).to(x.device)
+        logits, feats = map_batches(lambda xb: forward_with_features(model, xb, owner)[:2], x,
+                                    batch_size=batch_size, device=model_device(model, x.device))
+    return logits, feats
 
 
 def classifier_head(model: nn.Module, x_probe: Tensor) -> nn.Linear | LinearHead:

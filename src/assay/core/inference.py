@@ -18,28 +18,145 @@ model is never changed:
   warning and the caller goes on with the model as it was.
 * :class:`AutoCompiledForward`: a forward function for a long run of equal-sized passes
   that compiles only where the measured time says it pays.
+
+And the one way to run a model for its outputs, which every algorithm uses instead of a
+loop of its own:
+
+* :func:`eval_mode`: every submodule in eval mode for a block, each one's own mode
+  restored afterwards (even on an exception);
+* :func:`batched_logits` / :func:`batched_predict`: logits or labels in passes of
+  ``batch_size``, in eval mode, without gradients, on the model's device;
+* :func:`model_device`: where a model's weights live.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AutoCompiledForward", "channels_last_copy", "compile_for_inference",
-           "frozen_trace", "has_conv2d"]
+from .._params import check_int
+from ..errors import AssayValueError
+
+__all__ = ["AutoCompiledForward", "batched_logits", "batched_predict", "channels_last_copy",
+           "check_logits", "compile_for_inference", "eval_mode", "frozen_trace", "has_conv2d",
+           "map_batches", "model_device"]
 
 log = logging.getLogger("assay")
+
+_Out = TypeVar("_Out", Tensor, tuple[Tensor, ...])  # what map_batches concatenates
 
 # A compiled forward may differ from eager by rounding; more than this (relative to the
 # logits' scale) means it computes something else.
 _AGREEMENT_TOLERANCE = 1e-4
+
+
+def model_device(model: nn.Module, fallback: torch.device | str = "cpu") -> torch.device:
+    """The device of the model's first parameter or buffer; ``fallback`` if it has none."""
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
+    return torch.device(fallback)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with every submodule in eval mode; afterwards, even after an exception,
+    each submodule gets back its own mode (a model in train mode with a frozen batch norm
+    keeps it frozen, which ``model.train(was_training)`` would undo)."""
+    # Submodules of a frozen TorchScript module have no 'training' flag.
+    modes = [(module, module.training) for module in model.modules()
+             if hasattr(module, "training")]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training  # the flag itself: train() would recurse
+
+
+def check_logits(logits: object, batch: int, owner: str) -> Tensor:
+    """``logits`` if it is a tensor [batch, K]; otherwise an ``AssayValueError``."""
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise AssayValueError(
+            f"{owner}: the model must return logits of shape [batch, num_classes] = "
+            f"[{batch}, K]. Got {got} instead."
+        )
+    return logits
+
+
+def map_batches(fn: Callable[[Tensor], _Out], x: Tensor, *, batch_size: int | None,
+                device: torch.device, output_device: torch.device | str | None = None) -> _Out:
+    """``fn`` on each run of ``batch_size`` inputs of ``x`` (None: all at once), moved to
+    ``device``; its outputs (a tensor, or a tuple of tensors) concatenated along the batch
+    on ``output_device`` (default: ``x``'s device). ``x`` must not be empty. The caller
+    chooses grad and eval mode (:func:`batched_logits` is the usual way in)."""
+    out = x.device if output_device is None else torch.device(output_device)
+    step = batch_size or max(len(x), 1)
+    parts = [fn(x[start:start + step].to(device)) for start in range(0, len(x), step)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(column).to(out) for column in zip(*parts))
+    return torch.cat(parts).to(out)
+
+
+def batched_logits(model: Callable[[Tensor], Tensor], x: Tensor, *,
+                   batch_size: int | None = 256, device: torch.device | None = None,
+                   output_device: torch.device | str | None = None,
+                   owner: str = "batched_logits") -> Tensor:
+    """Logits [N, K] of ``model`` on ``x`` [N, ...]: in eval mode (:func:`eval_mode`),
+    under ``torch.no_grad``, in passes of ``batch_size`` inputs (None: one pass).
+
+    Parameters:
+        model: a classifier returning logits [B, K] (an ``nn.Module``, or any function of
+            a batch, e.g. a compiled forward, which is called as it is).
+        x: inputs [N, ...]; each batch is moved to ``device``.
+        batch_size: inputs per forward pass, an int >= 1 or None (default 256).
+        device: where the passes run (default: the model's device, else ``x``'s).
+        output_device: where the logits are returned (default: ``x``'s device).
+        owner: named in the error when the model returns no [B, K] logits.
+
+    For empty ``x``: [0, K] with K the model's ``num_classes`` (0 if it has none), and no
+    forward pass.
+    """
+    if batch_size is not None:
+        check_int("batch_size", batch_size, owner, low=1)
+    if len(x) == 0:
+        out = x.device if output_device is None else output_device
+        return torch.empty(0, int(getattr(model, "num_classes", 0) or 0), device=out)
+    if device is None:
+        device = model_device(model, x.device) if isinstance(model, nn.Module) else x.device
+
+    def forward(xb: Tensor) -> Tensor:
+        return check_logits(model(xb), len(xb), owner)
+
+    modes = eval_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
+    with torch.no_grad(), modes:
+        return map_batches(forward, x, batch_size=batch_size, device=device,
+                           output_device=output_device)
+
+
+def batched_predict(model: Callable[[Tensor], Tensor], x: Tensor, *,
+                    batch_size: int | None = 256, device: torch.device | None = None,
+                    output_device: torch.device | str | None = None,
+                    owner: str = "batched_predict") -> Tensor:
+    """Predicted labels [N] (int64) of ``model`` on ``x``: the argmax of
+    :func:`batched_logits`, with the same parameters."""
+    logits = batched_logits(model, x, batch_size=batch_size, device=device,
+                            output_device=output_device, owner=owner)
+    if logits.numel() == 0:  # argmax cannot reduce a [0, 0] tensor
+        return torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+    return logits.argmax(dim=1)
 
 
 def has_conv2d(model: nn.Module) -> bool:

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Dataset
 from ..errors import AssayValueError
+from .dataset import Dataset
+from .rng import seeded_generator
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def load_digits(split: str, root: Path | None = None) -> Dataset:
     bunch = sk_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(len(y), generator=seeded_generator(0))
     cut = int(round(0.75 * len(y)))
     index = order[:cut] if split == "train" else order[cut:]
     return Dataset(x[index].contiguous(), y[index].contiguous(), "digits", split, DIGIT_CLASSES,

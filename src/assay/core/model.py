@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .._params import check_float
 from ..errors import AssayValueError, AssayWarning
+from .inference import batched_logits, model_device
 
 
 @dataclass(frozen=True)
@@ -108,27 +109,15 @@ class ModelWrapper(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for tensor in self.net.parameters():
-            return tensor.device
-        for tensor in self.net.buffers():
-            return tensor.device
-        return torch.device("cpu")
+        return model_device(self.net)
 
-    @torch.no_grad()
     def predict_logits(self, x: Tensor, *, batch_size: int = 512) -> Tensor:
         """Logits for ``x`` in batches, on the model's device, in eval mode.
 
         Raises ``AssayValueError`` when a logit is NaN or infinite (one check per call)."""
-        was_training = self.training
-        self.eval()
-        try:
-            device = self.device
-            out = [self(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
-            if not out:
-                return torch.empty(0, self.num_classes, device=device)
-            logits = torch.cat(out)
-        finally:
-            self.train(was_training)
+        device = self.device
+        logits = batched_logits(self, x, batch_size=batch_size, device=device,
+                                output_device=device, owner="ModelWrapper.predict_logits")
         _require_finite(logits)  # argmax would read a NaN row as class 0
         return logits
 

@@ -1,13 +1,14 @@
 """The one training loop. Adversarial training, DP-SGD and the like extend it through
-``loss_fn`` (how a batch becomes a loss) and ``on_epoch_end`` (what to watch after each
-epoch) instead of copying it.
+``loss_fn`` (how a batch becomes a loss), ``step_fn`` (how a batch's loss becomes an update
+of the weights: DP-SGD clips and noises per-sample gradients there) and ``on_epoch_end``
+(what to watch after each epoch) instead of copying it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
@@ -16,7 +17,9 @@ from torch.nn import functional as F
 
 from .._params import check_choice, check_float, check_int
 from .data import Dataset
+from .inference import batched_predict, model_device
 from .progress import progress_bar
+from .rng import seeded_generator
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,20 @@ LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(model(x), y)
+
+
+StepFn = Callable[[nn.Module, Tensor, Tensor, LossFn, torch.optim.Optimizer], Tensor]
+
+
+def gradient_step(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
+                  optimizer: torch.optim.Optimizer) -> Tensor:
+    """:func:`fit`'s default step: the gradient of the batch's loss, then one optimizer
+    step; returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, x, y)
+    loss.backward()
+    optimizer.step()
+    return loss
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,20 @@ class TrainConfig:
         check_choice("schedule", self.schedule, ("constant", "cyclic"), owner)
 
 
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How a model was trained, or how the reference models a check trains must be: a
+    zoo architecture (:data:`assay.core.zoo.ARCHITECTURES`) and :func:`fit`'s settings.
+    A plan's ``[training]`` table; checks read it from ``CheckContext.training``."""
+
+    arch: str
+    config: TrainConfig = TrainConfig()
+
+    def describe(self) -> dict:
+        """The recipe as the plan's table: ``arch`` and every field of the config."""
+        return {"arch": self.arch, **asdict(self.config)}
+
+
 def cyclic_factor(step: int, total: int) -> float:
     """The learning-rate factor of step ``step`` of ``total`` under the "cyclic" schedule:
     a triangle from 0 up to 1 at the middle and back to 0, taken at the step's midpoint."""
@@ -75,16 +106,22 @@ class TrainHistory:
 
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
-        loss_fn: LossFn = cross_entropy_loss,
+        loss_fn: LossFn = cross_entropy_loss, step_fn: StepFn = gradient_step,
         on_epoch_end: Callable[[int, nn.Module], bool] | None = None,
         show_progress: bool = True) -> TrainHistory:
     """Train ``model`` in place on ``data`` and return the per-epoch history.
 
     ``loss_fn(model, x, y)`` turns a batch into a scalar loss (default: cross-entropy on
-    the model's logits). ``on_epoch_end(epoch, model)`` runs after each epoch in eval
-    mode; returning True stops training. The model is left in eval mode.
+    the model's logits). ``step_fn(model, x, y, loss_fn, optimizer)`` runs once per batch,
+    in train mode, and returns the batch's mean loss as a tensor (for the history); the
+    default :func:`gradient_step` zeroes the gradients, back-propagates ``loss_fn`` and
+    steps ``optimizer`` (Adam or SGD of ``config``, whose learning-rate schedule is
+    stepped after it). A custom step sets the parameters' ``.grad`` its own way (e.g.
+    DP-SGD: clipped, noised per-sample gradients) and then calls ``optimizer.step()``, or
+    updates the weights itself. ``on_epoch_end(epoch, model)`` runs after each epoch in
+    eval mode; returning True stops training. The model is left in eval mode.
     """
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(
@@ -92,7 +129,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     else:
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9,
                                     weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = seeded_generator(config.seed)
     history = TrainHistory()
     x_all, y_all = data.x, data.y
     per_epoch = -(-len(y_all) // config.batch_size)
@@ -104,25 +141,20 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(y_all), generator=generator)
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, seen = 0.0, 0
         batches = range(0, len(order), config.batch_size)
         for start in progress_bar(batches, desc=f"epoch {epoch + 1}/{config.epochs}",
                                   enabled=show_progress):
             index = order[start:start + config.batch_size]
             x, y = x_all[index].to(device), y_all[index].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model, x, y)
-            loss.backward()
-            optimizer.step()
+            loss = step_fn(model, x, y, loss_fn, optimizer)
             if scheduler is not None:
                 scheduler.step()
             total_loss += float(loss.detach()) * len(y)
             seen += len(y)
         model.eval()
-        with torch.no_grad():
-            for start in range(0, len(y_all), 1024):
-                xb = x_all[start:start + 1024].to(device)
-                correct += int((model(xb).argmax(1).cpu() == y_all[start:start + 1024]).sum())
+        predicted = batched_predict(model, x_all, batch_size=1024, device=device)
+        correct = int((predicted == y_all).sum())
         history.loss.append(total_loss / max(seen, 1))
         history.train_accuracy.append(correct / len(y_all))
         log.info("epoch %d: loss %.4f, train accuracy %.4f", epoch + 1, history.loss[-1],

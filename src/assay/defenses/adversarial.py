@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-from contextlib import contextmanager
 import warnings
 from dataclasses import dataclass, field
 from typing import Literal
@@ -34,6 +33,8 @@ from ..attacks._projection import Norm, ascent_direction, project, random_in_bal
 from ..attacks.evasion.base import model_bounds
 from ..attacks.evasion.pgd import PGD
 from ..core.data import Dataset
+from ..core.inference import eval_mode, model_device
+from ..core.rng import seeded_generator
 from ..core.training import LossFn, TrainConfig, TrainHistory, fit
 from ..errors import AssayValueError, AssayWarning
 
@@ -45,7 +46,7 @@ class _Schedule:
     the radius, grown linearly from eps / ramp to eps over the first ``ramp`` batches."""
 
     def __init__(self, seed: int, eps: float, ramp: int) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = seeded_generator(seed)
         self.eps, self.ramp, self.batches = eps, check_int("ramp", ramp, "adversarial loss",
                                                            low=0), 0
 
@@ -58,18 +59,7 @@ class _Schedule:
     def next(self, device: torch.device) -> tuple[torch.Generator, float]:
         """The next batch's generator on ``device`` and radius."""
         seed, eps = self.next_seed()
-        return torch.Generator(device=device).manual_seed(seed), eps
-
-
-@contextmanager
-def _eval_mode(model: nn.Module):
-    """The model in eval mode while an attack crafts the batch (as every assay attack)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
+        return seeded_generator(seed, device), eps
 
 
 def pgd_loss(eps: float, *, norm: Norm = "linf", steps: int = 10,
@@ -111,7 +101,7 @@ def trades_loss(eps: float, *, beta: float = 6.0, norm: Norm = "linf", steps: in
         alpha = (step_size if step_size is not None else eps / 4) * eps_now / eps
         x_adv = (x + 0.001 * torch.randn(x.shape, generator=generator, device=x.device,
                                          dtype=x.dtype)).clamp(lo, hi)
-        with _eval_mode(model):
+        with eval_mode(model):  # crafted in eval mode, as by every attack
             with torch.no_grad():
                 p_clean = F.softmax(model(x), dim=1)
             for _ in range(steps):
@@ -146,7 +136,7 @@ def fast_loss(eps: float, *, alpha: float | None = None, norm: Norm = "linf", ra
         generator, eps_now = schedule.next(x.device)
         start = (x + random_in_ball(x.shape, norm, eps_now, device=x.device, dtype=x.dtype,
                                     generator=generator)).clamp(lo, hi).requires_grad_(True)
-        with _eval_mode(model):
+        with eval_mode(model):  # crafted in eval mode, as by every attack
             grad, = torch.autograd.grad(F.cross_entropy(model(start), y), start)
         with torch.no_grad():
             moved = start + step * eps_now / eps * ascent_direction(grad, norm)
@@ -242,7 +232,7 @@ def adversarial_training(model: nn.Module, data: Dataset, *, method: Method = "p
     guard = None
     if guard_points:
         held, data = data.split_off(guard_points / len(data), seed=config.seed)
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = model_device(model)
         guard = OverfittingGuard(held.x.to(device), held.y.to(device), eps, norm)
     batches_per_epoch = -(-len(data) // config.batch_size)  # as fit cuts the epoch
     ramp = round(ramp_epochs * batches_per_epoch)

@@ -71,8 +71,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._params import check_float, check_int
-from ..core.inference import AutoCompiledForward, channels_last_copy, has_conv2d
+from ..core.inference import (AutoCompiledForward, channels_last_copy, eval_mode, has_conv2d,
+                              model_device)
 from ..core.progress import progress_bar
+from ..core.rng import seeded_generator
 from ..errors import AssayValueError
 
 __all__ = ["ABSTAIN", "Certification", "SmoothedClassifier", "binomial_p_value",
@@ -248,7 +250,7 @@ class SmoothedClassifier:
             raise AssayValueError(f"{owner}: x must be a floating-point tensor [N, *shape]; got "
                                   f"{type(x).__name__ if not isinstance(x, Tensor) else x.dtype}.")
         model = self.model
-        device = _device_of(model, x)
+        device = model_device(model, x.device)
         x = x.detach().to(device)
         per_input = sum(phases)
         n_phases = len(phases)
@@ -259,15 +261,13 @@ class SmoothedClassifier:
         use_compile = self.compile
         if use_compile is None and device.type != "cpu":
             use_compile = False
-        was_training = model.training
-        model.eval()
-        if use_cl:
-            model = channels_last_copy(model)
-        starts = range(0, total, self.batch_size)
-        forward = AutoCompiledForward(model, passes=len(starts), compile=use_compile,
-                                      owner=owner)
-        try:
-            generator = torch.Generator(device=device).manual_seed(self.seed)
+        with eval_mode(model):
+            if use_cl:
+                model = channels_last_copy(model)
+            starts = range(0, total, self.batch_size)
+            forward = AutoCompiledForward(model, passes=len(starts), compile=use_compile,
+                                          owner=owner)
+            generator = seeded_generator(self.seed, device)
             num_classes = getattr(model, "num_classes", None)
             counts = None
             if isinstance(num_classes, int):
@@ -302,8 +302,6 @@ class SmoothedClassifier:
                     key += phase * k
                 span = (last - first + 1) * n_phases * k
                 counts[first:last + 1] += torch.bincount(key, minlength=span).view(-1, n_phases, k)
-        finally:
-            self.model.train(was_training)
         if counts is None:  # no inputs
             k = num_classes if isinstance(num_classes, int) else 0
             counts = torch.zeros(0, n_phases, k, dtype=torch.long, device=device)
@@ -332,19 +330,9 @@ def gaussian_augmentation_loss(sigma: float, *, seed: int = 0):
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         generator = generators.get(x.device)
         if generator is None:
-            generator = generators[x.device] = torch.Generator(device=x.device).manual_seed(seed)
+            generator = generators[x.device] = seeded_generator(seed, x.device)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return F.cross_entropy(model(x + sigma * noise), y)
 
     return loss_fn
 
-
-def _device_of(model: nn.Module, x: Tensor) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return x.device

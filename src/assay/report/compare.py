@@ -15,8 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..audit.results import AuditResult, json_safe
-from .directions import metric_direction
+from ..results import AuditResult, CheckResult, json_safe
 from .writers import (_CSS, _ICON, _findings_html, check_body_html, format_metric, write_files,
                       write_reports)
 
@@ -24,10 +23,19 @@ SCHEMA_VERSION = "1.0"
 __all__ = ["metric_deltas", "metric_direction", "write_comparison"]
 
 
+def metric_direction(name: str, *checks: CheckResult | None) -> int:
+    """+1 when a larger value of metric ``name`` is better, -1 when a smaller one is, 0
+    when neither or when none of ``checks`` declares its direction (an unknown metric is
+    never marked better or worse); the first check that declares it decides."""
+    return next((c.direction(name) for c in checks
+                 if c is not None and name in c.metric_info), 0)
+
+
 def metric_deltas(before: AuditResult, after: AuditResult) -> list[dict]:
     """One row per (check, metric) present in either audit: before, after, after - before,
-    and ``better``: True / False when the change is an improvement / a regression by
-    :func:`metric_direction`, None when there is no change or no direction."""
+    and ``better``: True / False when the change is an improvement / a regression by the
+    direction the check declared (the after audit's first), None when there is no change
+    or no direction."""
     rows = []
     for check_id, old, new in _paired_checks(before, after):
         old_metrics = old.metrics if old else {}
@@ -35,7 +43,7 @@ def metric_deltas(before: AuditResult, after: AuditResult) -> list[dict]:
         for name in list(old_metrics) + [m for m in new_metrics if m not in old_metrics]:
             b, a = old_metrics.get(name), new_metrics.get(name)
             delta = a - b if a is not None and b is not None else None
-            direction = metric_direction(name)
+            direction = metric_direction(name, new, old)
             better = None if not delta or not direction else delta * direction > 0
             rows.append({"check": check_id, "metric": name, "before": b, "after": a,
                          "delta": delta, "better": better})

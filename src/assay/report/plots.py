@@ -13,8 +13,7 @@ import math
 import textwrap
 from collections.abc import Iterable
 
-from ..audit.results import GateResult
-from ..checks.base import Plot
+from ..results import GateResult, Plot
 
 DPI = 110
 WIDTH = 5.6  # inches: 616 px, half of a before/after page

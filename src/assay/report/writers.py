@@ -15,8 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from ..audit.results import AuditResult, CheckResult
-from .directions import base_name, metric_direction
+from ..results import AuditResult, CheckResult
 from .plots import plot_png_data_uri, value_range
 
 REPORT_FILES = ("report.html", "report.json", "junit.xml", "summary.md")
@@ -68,7 +67,7 @@ def human_bytes(value: float, *, signed: bool = False) -> str:
 
 
 def _is_size(name: str) -> bool:
-    return base_name(name) in ("size_bytes", "bytes")
+    return name.split("@", 1)[0] in ("size_bytes", "bytes")
 
 
 def format_metric(name: str, value: float | None, *, signed: bool = False) -> str:
@@ -98,13 +97,15 @@ def status_reasons(check: CheckResult) -> list[str]:
 
 def worst_metrics(check: CheckResult) -> list[str]:
     """One metric per kind (``auroc``, ``ece`` and ``ece_ts``, ...): the one with the
-    worst value by its direction; interval bounds and metrics with no direction left out."""
+    worst value by the direction the check declared; interval bounds and metrics with no
+    direction left out."""
     worst: dict[str, str] = {}
     for name, value in check.metrics.items():
-        direction = metric_direction(name)
+        direction = check.direction(name)
         if value is None or not direction or "_ci_" in name:
             continue
-        kind = base_name(name)
+        # The kind: the name before its setting ("@..."), a temperature-scaled one with it.
+        kind = name.split("@", 1)[0].removesuffix("_ts")
         if kind not in worst or value * direction < check.metrics[worst[kind]] * direction:
             worst[kind] = name
     return list(worst.values())

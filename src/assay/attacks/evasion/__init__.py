@@ -11,9 +11,11 @@ from .fab import FABT
 from .square import Square
 from .hopskipjump import HopSkipJump
 from .eot import ExpectationOverTransformation
-from .evaluation import EvaluationResult, Stage, StageReport, evaluate_robustness
+from .evaluation import (APGDCrossEntropy, Ensemble, EvaluationResult, PGDRestarts, Protocol,
+                         SingleStep, SquareOnly, Stage, StageReport, evaluate_robustness)
 
 __all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack",
            "DeepFool", "CarliniWagnerL2", "FABT", "Square", "HopSkipJump", "ExpectationOverTransformation",
            "EvaluationResult",
-           "Stage", "StageReport", "evaluate_robustness"]
+           "Stage", "StageReport", "evaluate_robustness",
+           "Protocol", "Ensemble", "PGDRestarts", "APGDCrossEntropy", "SquareOnly", "SingleStep"]

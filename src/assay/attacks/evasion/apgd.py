@@ -14,7 +14,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ...core.rng import seeded_generator
 from ...errors import AssayValueError
+from .._losses import margin
 from .._projection import Norm, ascent_direction, project, random_in_ball
 from .base import AttackResult, EvasionAttack, check_batch_size
 
@@ -33,9 +35,7 @@ def apgd_checkpoints(n_iter: int) -> list[int]:
 def dlr_loss(logits: Tensor, label: Tensor) -> Tensor:
     """Difference-of-logits ratio, per sample: -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)."""
     top = logits.topk(3, dim=1).values
-    z_y = logits.gather(1, label[:, None]).squeeze(1)
-    other = logits.scatter(1, label[:, None], float("-inf")).amax(dim=1)
-    return -(z_y - other) / (top[:, 0] - top[:, 2] + 1e-12)
+    return -margin(logits, label) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
 def dlr_targeted_loss(logits: Tensor, label: Tensor, target: Tensor) -> Tensor:
@@ -140,9 +140,7 @@ class APGD(EvasionAttack):
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:
-        generator = None
-        if self.seed is not None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        generator = seeded_generator(self.seed, x.device)
         x_adv = x.detach().clone()
         success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         queries = 0

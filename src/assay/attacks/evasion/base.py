@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..._params import check_int
 from ...core.data import outside_bounds
-from ...core.features import eval_mode
+from ...core.inference import eval_mode
 from ...errors import AssayValueError
 
 
@@ -106,14 +106,10 @@ class EvasionAttack:
     def run(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         lo, hi = check_attack_inputs(model, x, y, type(self).__name__,
                                      labels="targets" if self.targeted else "labels")
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             step = self.batch_size or max(len(x), 1)
             parts = [self._run(model, x[i:i + step], y[i:i + step].to(x.device), lo, hi)
                      for i in range(0, len(x), step)]
-        finally:
-            model.train(was_training)
         if not parts:
             return AttackResult(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device), 0)
         return AttackResult(torch.cat([p.x_adv for p in parts]),

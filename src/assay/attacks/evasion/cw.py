@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..._params import check_bool, check_float, check_int
+from .._losses import margin
 from .base import AttackResult, EvasionAttack, check_batch_size
 
 _BIG = 1e10
@@ -78,9 +79,8 @@ class CarliniWagnerL2(EvasionAttack):
 
     def _margins(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """(loss term f, goal reached) per sample."""
-        real = logits.gather(1, y.view(-1, 1)).squeeze(1)
-        other = logits.scatter(1, y.view(-1, 1), float("-inf")).amax(1)
-        gap = other - real if self.targeted else real - other  # <= -kappa means reached
+        gap = margin(logits, y)
+        gap = -gap if self.targeted else gap  # <= -kappa means reached
         return (gap + self.confidence).clamp_min(0.0), gap < -self.confidence
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,

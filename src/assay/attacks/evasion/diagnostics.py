@@ -12,6 +12,10 @@ of accuracy, or two samples when fewer than 100 points are evaluated. A stronger
 run after the evaluation (``stronger_attack``) must also break more than
 ``STRONGER_SHARE`` of the points left robust: a weaker first attack always leaves a few
 points that a different one finds, while masked gradients leave most of them.
+
+:func:`diagnose_norm` runs them all for the radii of one norm: the cheap probes at every
+radius, the stronger ones (the protocol's longer attack and its black-box probe, PGD at an
+unbounded radius) once, at the radius where the evaluation is least decided.
 """
 
 from __future__ import annotations
@@ -22,16 +26,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ...core.inference import batched_predict
+from ...core.rng import seeded_generator
+from .._losses import margin
 from .._projection import Norm, random_in_ball
 from .base import model_bounds
-from .evaluation import EvaluationResult, Stage, evaluate_robustness
-from .fgsm import FGSM
-from .pgd import PGD
+from .evaluation import (EvaluationResult, PGDRestarts, Protocol, SingleStep,
+                         evaluate_robustness)
 
 NOISE_DRAWS = 10
 UNBOUNDED_STEPS = 100
 ZERO_GRADIENT_SHARE = 0.01
 STRONGER_SHARE = 0.1
+PROBE_POINTS = 200  # correctly classified points for the per-model probes
 
 
 @dataclass(frozen=True)
@@ -75,10 +82,7 @@ def gradient_health(model: nn.Module, x: Tensor, y: Tensor) -> Diagnostic:
     if len(x) == 0:
         return Diagnostic("gradients", True, "no points to probe", {"n": 0})
     point = x.detach().clone().requires_grad_(True)
-    logits = model(point)
-    other = logits.detach().scatter(1, y[:, None], float("-inf")).argmax(1)
-    margin = logits.gather(1, y[:, None]) - logits.gather(1, other[:, None])
-    grad, = torch.autograd.grad(margin.sum(), point)
+    grad, = torch.autograd.grad(margin(model(point), y).sum(), point)
     flat = grad.flatten(1)
     finite = torch.isfinite(flat).all(1)
     zero = finite & (flat == 0).all(1)
@@ -103,9 +107,8 @@ def unbounded_attack(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm,
     lo, hi = model_bounds(model)
     dim = x[0].numel() if len(x) else 1
     eps = (hi - lo) * (1.0 if norm == "linf" else math.sqrt(dim))
-    attack = PGD(eps=eps, norm=norm, steps=UNBOUNDED_STEPS, seed=seed, batch_size=batch_size)
-    result = evaluate_robustness(model, x, y, eps=eps, norm=norm, batch_size=batch_size,
-                                 stages=[Stage("PGD", f"{UNBOUNDED_STEPS} steps", attack)])
+    result = evaluate_robustness(model, x, y, eps=eps, norm=norm, seed=seed,
+                                 batch_size=batch_size, mode=PGDRestarts(steps=UNBOUNDED_STEPS))
     acc, tol = result.robust_accuracy, tolerance(len(x))
     values = {"eps": eps, "robust_accuracy": acc, "n": len(x)}
     if len(x) and acc > tol:
@@ -124,8 +127,7 @@ def single_step(model: nn.Module, x: Tensor, y: Tensor, *, result: EvaluationRes
     """FGSM must not beat the evaluation (Carlini et al. 2019, sec. 5.3): a single step that
     does better than many means the iterative attack is stuck."""
     probe = evaluate_robustness(model, x, y, eps=eps, norm=norm, batch_size=batch_size,
-                                stages=[Stage("FGSM", "1 step", FGSM(eps=eps, norm=norm,
-                                                                     batch_size=batch_size))])
+                                mode=SingleStep())
     fgsm, main, tol = probe.robust_accuracy, result.robust_accuracy, tolerance(len(x))
     values = {"eps": eps, "fgsm": fgsm, "evaluation": main}
     if fgsm < main - tol:
@@ -146,16 +148,13 @@ def random_noise(model: nn.Module, x: Tensor, y: Tensor, *, result: EvaluationRe
     misclassifies it. Fails when noise breaks points (accuracy below clean by more than the
     tolerance) yet the white-box stages of the evaluation do no better than noise.
     """
-    generator = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
+    generator = seeded_generator(seed, x.device)
     lo, hi = model_bounds(model)
     robust = result.clean_correct.clone()
-    step = batch_size or max(len(x), 1)
-    with torch.no_grad():
-        for _ in range(NOISE_DRAWS if eps > 0 else 0):
-            noisy = (x + random_in_ball(x.shape, norm, eps, device=x.device, dtype=x.dtype,
-                                        generator=generator)).clamp(lo, hi)
-            pred = torch.cat([model(noisy[i:i + step]).argmax(1) for i in range(0, len(x), step)])
-            robust &= pred == y
+    for _ in range(NOISE_DRAWS if eps > 0 else 0):
+        noisy = (x + random_in_ball(x.shape, norm, eps, device=x.device, dtype=x.dtype,
+                                    generator=generator)).clamp(lo, hi)
+        robust &= batched_predict(model, noisy, batch_size=batch_size, device=x.device) == y
     n, tol = max(len(x), 1), tolerance(len(x))
     noise = float(robust.float().sum()) / n
     white_box = result.white_box_accuracy
@@ -170,19 +169,19 @@ def random_noise(model: nn.Module, x: Tensor, y: Tensor, *, result: EvaluationRe
 
 
 def stronger_attack(model: nn.Module, x: Tensor, y: Tensor, *, result: EvaluationResult,
-                    stage: Stage, code: str, eps: float, norm: Norm,
-                    batch_size: int | None = 256) -> Diagnostic:
-    """Runs ``stage`` on the points the evaluation left robust and judges its breaks with
-    :func:`extra_breaks`. ``code`` "convergence": a longer white-box attack (more steps or
-    restarts); "black_box": a score-based attack (Carlini et al. 2019 sec. 4.6)."""
+                    protocol: Protocol, code: str, eps: float, norm: Norm,
+                    seed: int | None = 0, batch_size: int | None = 256) -> Diagnostic:
+    """Runs ``protocol`` on the points the evaluation left robust and judges its breaks
+    with :func:`extra_breaks`. ``code`` "convergence": a longer white-box attack (more
+    steps or restarts); "black_box": a score-based attack (Carlini et al. 2019 sec. 4.6)."""
     index = result.robust.nonzero().squeeze(1)
-    broken = 0
+    broken, attack = 0, protocol.label
     if len(index):
-        probe = evaluate_robustness(model, x[index], y[index], eps=eps, norm=norm,
-                                    batch_size=batch_size, stages=[stage])
+        probe = evaluate_robustness(model, x[index], y[index], eps=eps, norm=norm, seed=seed,
+                                    batch_size=batch_size, mode=protocol)
         broken = int((~probe.robust).sum())
-    return extra_breaks(code, f"{stage.name} ({stage.budget})", broken, left=len(index),
-                        n=len(x), eps=eps, norm=norm)
+        attack = "; ".join(f"{stage.name} ({stage.budget})" for stage in probe.stages)
+    return extra_breaks(code, attack, broken, left=len(index), n=len(x), eps=eps, norm=norm)
 
 
 def extra_breaks(code: str, attack: str, broken: int, *, left: int, n: int, eps: float,
@@ -228,3 +227,66 @@ def curve_shape(norm: str, radii: list[float], accuracies: list[float], clean: f
     elif len(radii) > 1:
         found.append(Diagnostic("monotone", True, f"{norm}: robust accuracy falls with eps"))
     return found
+
+
+def diagnose_norm(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm,
+                  results: dict[float, EvaluationResult], protocol: Protocol,
+                  seed: int = 0, batch_size: int | None = 256
+                  ) -> tuple[list[Diagnostic], dict[str, list[float]]]:
+    """The diagnostics of one norm's evaluation, and the probe curves to draw beside it.
+
+    ``results``: the evaluation at each radius, in increasing order, all run with
+    ``protocol``. At every radius: FGSM (:func:`single_step`) and random noise; the curve's
+    shape over the radii; once, at the attacked radius whose robust accuracy is closest to
+    half the clean accuracy: the protocol's longer attack (seeded ``seed + 1``, so it
+    does not repeat the evaluation's draws), its black-box probe (or the breaks of its own
+    black-box stage), and PGD at an unbounded radius on up to ``PROBE_POINTS`` correctly
+    classified points. Returns the diagnostics and the curves ``{"FGSM": [...],
+    "random noise": [...]}`` (robust accuracy per radius).
+    """
+    radii = list(results)
+    first = results[radii[0]]
+    found = curve_shape(norm, radii, [results[e].robust_accuracy for e in radii],
+                        first.clean_accuracy, len(x))
+    fgsm, noise = [], []
+    for eps, result in results.items():
+        single = single_step(model, x, y, result=result, eps=eps, norm=norm,
+                             batch_size=batch_size)
+        rand = random_noise(model, x, y, result=result, eps=eps, norm=norm, seed=seed,
+                            batch_size=batch_size)
+        fgsm.append(single.values["fgsm"])
+        noise.append(rand.values["noise"])
+        if eps > 0:
+            found += [single, rand]
+    attacked = [e for e in radii if e > 0]
+    if attacked:
+        # The stronger probes run once, where the evaluation is least decided.
+        half = first.clean_accuracy / 2
+        eps = min(attacked, key=lambda e: abs(results[e].robust_accuracy - half))
+        longer = protocol.convergence_probe()
+        if longer is not None:
+            found.append(stronger_attack(model, x, y, result=results[eps], protocol=longer,
+                                         code="convergence", eps=eps, norm=norm, seed=seed + 1,
+                                         batch_size=batch_size))
+        found.append(_black_box(model, x, y, results[eps], protocol, eps=eps, norm=norm,
+                                seed=seed, batch_size=batch_size))
+        correct = first.clean_correct.nonzero().squeeze(1)[:PROBE_POINTS]
+        found.append(unbounded_attack(model, x[correct], y[correct], norm=norm, seed=seed,
+                                      batch_size=batch_size))
+    return found, {"FGSM": fgsm, "random noise": noise}
+
+
+def _black_box(model: nn.Module, x: Tensor, y: Tensor, result: EvaluationResult,
+               protocol: Protocol, *, eps: float, norm: Norm, seed: int,
+               batch_size: int | None) -> Diagnostic:
+    """An evaluation with a black-box stage: its breaks after the white-box stages are the
+    answer. Otherwise the protocol's black-box probe runs on the points it left robust."""
+    black = [s for s in result.stages if s.black_box]
+    if black:
+        broken = sum(s.broken for s in black)
+        left = int(result.robust.sum()) + broken  # robust after the white-box stages
+        return extra_breaks("black_box", f"the black-box stage {black[0].name}", broken,
+                            left=left, n=len(x), eps=eps, norm=norm)
+    return stronger_attack(model, x, y, result=result, protocol=protocol.black_box_probe(),
+                           code="black_box", eps=eps, norm=norm, seed=seed,
+                           batch_size=batch_size)

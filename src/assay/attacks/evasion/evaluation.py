@@ -3,30 +3,39 @@
 Reference: F. Croce, M. Hein. "Reliable evaluation of adversarial robustness with an
 ensemble of diverse parameter-free attacks". ICML 2020 (AutoAttack, "standard" version).
 
-``evaluate_robustness`` runs the stages of a mode one after the other; each stage
+``evaluate_robustness`` runs the stages of a protocol one after the other; each stage
 attacks only the points that every earlier stage left robust, so a point counts as
 broken when any attack broke it (the per-sample worst case). The final verdict does not
 trust the attacks: every adversarial example is checked to lie in the ball and the bounds
 and is classified again.
+
+A :class:`Protocol` is a named evaluation with its settings (AutoAttack's ensembles, PGD
+with restarts, Square alone for a model without gradients, the single-step FGSM probe).
+It builds its stages for the radius that ``evaluate_robustness`` is given, so the radius
+is given once: the attacks and the final check of the ball cannot disagree. A protocol
+also names the stronger probes that the diagnostics run against it
+(:meth:`Protocol.convergence_probe`, :meth:`Protocol.black_box_probe`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..._params import check_choice, check_float, check_optional_seed
-from ...core.inference import channels_last_copy, has_conv2d
+from ..._params import check_choice, check_float, check_int, check_optional_seed
+from ...core.inference import batched_predict, channels_last_copy, eval_mode, has_conv2d
 from ...errors import AssayValueError
 from .._projection import Norm, distance
 from .apgd import APGD
 from .base import (AttackResult, EvasionAttack, check_attack_inputs, check_batch_size,
                    model_bounds)
 from .fab import FABT
+from .fgsm import FGSM
+from .pgd import PGD
 from .square import Square
 
 MODES = ("standard", "quick")
@@ -161,9 +170,147 @@ def quick_stages(*, eps: float, norm: Norm, num_classes: int, seed: int | None =
 STAGES: dict[str, Callable[..., list[Stage]]] = {"standard": standard_stages,
                                                   "quick": quick_stages}
 
+# Square's budget when it probes an evaluation that has no black-box stage (PGD).
+BLACK_BOX_PROBE_QUERIES = 1000
+
+
+class Protocol:
+    """A named robustness evaluation with its settings; the radius, norm, seed and batch
+    size come from :func:`evaluate_robustness`, which builds the stages with them.
+
+    ``label`` describes it in reports; ``white_box``: its stages need input gradients
+    (``evaluate_robustness`` refuses a model without them).
+    """
+
+    white_box: bool = True
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+    def stages(self, *, eps: float, norm: Norm, num_classes: int, seed: int | None,
+               batch_size: int | None) -> list[Stage]:
+        raise NotImplementedError
+
+    def convergence_probe(self) -> Protocol | None:
+        """A longer attack of the same kind, to see whether this one had converged."""
+        return None
+
+    def black_box_probe(self) -> Protocol:
+        """The score-based attack that the diagnostics run after this protocol when its
+        stages hold none (they read a black-box stage's own breaks otherwise)."""
+        return SquareOnly(queries=BLACK_BOX_PROBE_QUERIES)
+
+
+@dataclass(frozen=True)
+class Ensemble(Protocol):
+    """AutoAttack's ensemble: ``mode`` "standard" (:func:`standard_stages`) or "quick"
+    (:func:`quick_stages`)."""
+
+    mode: Literal["standard", "quick"] = "standard"
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, MODES, "Ensemble")
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode} ensemble"
+
+    def stages(self, *, eps: float, norm: Norm, num_classes: int, seed: int | None,
+               batch_size: int | None) -> list[Stage]:
+        return STAGES[self.mode](eps=eps, norm=norm, num_classes=num_classes, seed=seed,
+                                 batch_size=batch_size)
+
+    def convergence_probe(self) -> Protocol:
+        return APGDCrossEntropy(steps=200 if self.mode == "standard" else 40)
+
+
+@dataclass(frozen=True)
+class PGDRestarts(Protocol):
+    """PGD (Madry et al. 2018) with ``steps`` steps (int >= 0, default 20) and ``restarts``
+    random restarts (int >= 1, default 1)."""
+
+    steps: int = 20
+    restarts: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, "PGDRestarts", low=0)
+        check_int("restarts", self.restarts, "PGDRestarts", low=1)
+
+    @property
+    def label(self) -> str:
+        return f"PGD-{self.steps}, {self.restarts} restart(s)"
+
+    def stages(self, *, eps: float, norm: Norm, num_classes: int, seed: int | None,
+               batch_size: int | None) -> list[Stage]:
+        attack = PGD(eps=eps, norm=norm, steps=self.steps, restarts=self.restarts, seed=seed,
+                     batch_size=batch_size)
+        return [Stage("PGD", f"{self.steps} steps x {self.restarts} restarts", attack)]
+
+    def convergence_probe(self) -> Protocol:
+        return PGDRestarts(steps=max(2 * self.steps, 10), restarts=self.restarts + 1)
+
+
+@dataclass(frozen=True)
+class APGDCrossEntropy(Protocol):
+    """APGD on the cross-entropy (Croce & Hein 2020), ``steps`` iterations (int >= 1)."""
+
+    steps: int = 100
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, "APGDCrossEntropy", low=1)
+
+    @property
+    def label(self) -> str:
+        return f"APGD-CE-{self.steps}"
+
+    def stages(self, *, eps: float, norm: Norm, num_classes: int, seed: int | None,
+               batch_size: int | None) -> list[Stage]:
+        return [Stage("APGD-CE", f"{self.steps} steps",
+                      APGD(eps=eps, norm=norm, n_iter=self.steps, seed=seed,
+                           batch_size=batch_size))]
+
+
+@dataclass(frozen=True)
+class SquareOnly(Protocol):
+    """The black-box Square attack alone (Andriushchenko et al. 2020), ``queries`` queries
+    (int >= 1, default 5000), p_init 0.8: for a model whose outputs carry no gradient (an
+    int8 or exported model), and as the black-box probe of a white-box evaluation."""
+
+    queries: int = 5000
+    white_box = False
+
+    def __post_init__(self) -> None:
+        check_int("queries", self.queries, "SquareOnly", low=1)
+
+    @property
+    def label(self) -> str:
+        return "Square only (no gradients)"
+
+    def stages(self, *, eps: float, norm: Norm, num_classes: int, seed: int | None,
+               batch_size: int | None) -> list[Stage]:
+        return [Stage("Square", f"{self.queries} queries, p_init 0.8",
+                      Square(eps=eps, norm=norm, n_queries=self.queries, p_init=0.8, seed=seed,
+                             batch_size=batch_size), black_box=True)]
+
+
+@dataclass(frozen=True)
+class SingleStep(Protocol):
+    """One FGSM step (Goodfellow et al. 2015): the diagnostics' check that the iterative
+    evaluation is not stuck."""
+
+    @property
+    def label(self) -> str:
+        return "FGSM"
+
+    def stages(self, *, eps: float, norm: Norm, num_classes: int, seed: int | None,
+               batch_size: int | None) -> list[Stage]:
+        return [Stage("FGSM", "1 step", FGSM(eps=eps, norm=norm, batch_size=batch_size))]
+
 
 def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
-                        norm: Norm = "linf", mode: str = "standard", seed: int | None = 0,
+                        norm: Norm = "linf", mode: str | Protocol = "standard",
+                        seed: int | None = 0,
                         batch_size: int | None = 256,
                         stages: list[Stage] | None = None,
                         channels_last: bool | None = None,
@@ -178,11 +325,14 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
         [N] int64 labels in 0..K-1; anything else is an ``AssayValueError``
     eps : float >= 0 - radius of the threat model; eps = 0 gives clean accuracy exactly
     norm : {"linf", "l2"}, default "linf"
-    mode : {"standard", "quick"}, default "standard" - the stages (``standard_stages``,
-        ``quick_stages``); ignored when ``stages`` is given
+    mode : {"standard", "quick"} or a :class:`Protocol`, default "standard" - the
+        evaluation: a name of AutoAttack's ensembles (``Ensemble(mode)``), or a protocol
+        such as ``PGDRestarts(steps=20)`` or ``SquareOnly(queries=1000)``, whose stages are
+        built for ``eps``; ignored when ``stages`` is given
     seed : int or None, default 0 - seeds every stage
     batch_size : int or None, default 256 - inputs per forward pass
-    stages : list[Stage] or None - a custom ensemble, run in the order given
+    stages : list[Stage] or None - a custom ensemble, run in the order given; its attacks
+        must use ``eps`` themselves (prefer a :class:`Protocol`, built for ``eps``)
     channels_last : bool or None, default None - attack a copy of the model with its
         convolution weights in channels_last memory format (same function, faster kernels:
         on the MNIST LeNet with 2 CPU threads, forward 1.9x and forward+backward 1.3x
@@ -193,7 +343,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     owner = "evaluate_robustness"
     eps = check_float("eps", eps, owner, low=0.0)
     norm = check_choice("norm", norm, ("linf", "l2"), owner)
-    mode = check_choice("mode", mode, MODES, owner)
+    protocol = mode if isinstance(mode, Protocol) else Ensemble(check_choice("mode", mode,
+                                                                             MODES, owner))
     seed = check_optional_seed("seed", seed, owner)
     batch_size = check_batch_size(batch_size, owner)
     # Labels beyond the model's classes would count as "not robust" and give accuracy 0.
@@ -202,19 +353,16 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
         channels_last = x.ndim == 4 and x.device.type == "cpu" and has_conv2d(model)
     if channels_last:
         model = channels_last_copy(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         clean_correct = _predict(model, x, batch_size) == y
-        if stages is None and eps > 0 and not is_differentiable(model, x):
+        if stages is None and eps > 0 and protocol.white_box and not is_differentiable(model, x):
             raise AssayValueError(f"{owner}: the model's outputs carry no gradient (an int8 or "
-                                  "exported model?); the white-box stages cannot run. Pass "
-                                  "stages with black-box attacks only, e.g. [Stage('Square', "
-                                  "'5000 queries', Square(eps=...), black_box=True)].")
+                                  "exported model?); the white-box stages cannot run. Fix: "
+                                  "pass mode=SquareOnly(queries=5000), a black-box protocol.")
         if stages is None and eps > 0:
             num_classes = int(getattr(model, "num_classes", 0) or _count_classes(model, x))
-            stages = STAGES[mode](eps=eps, norm=norm, num_classes=num_classes, seed=seed,
-                                  batch_size=batch_size)
+            stages = protocol.stages(eps=eps, norm=norm, num_classes=num_classes, seed=seed,
+                                     batch_size=batch_size)
         x_adv = x.detach().clone()
         robust = clean_correct.clone()
         reports = []
@@ -234,8 +382,6 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
             if on_stage is not None:
                 on_stage(reports[-1])
         robust = _verified(model, x, x_adv, y, clean_correct, eps, norm, batch_size)
-    finally:
-        model.train(was_training)
     return EvaluationResult(x_adv, clean_correct, robust, reports)
 
 
@@ -259,10 +405,9 @@ def is_differentiable(model: nn.Module, x: Tensor) -> bool:
 
 
 def _predict(model: nn.Module, x: Tensor, batch_size: int | None) -> Tensor:
-    step = batch_size or max(len(x), 1)
-    with torch.no_grad():
-        parts = [model(x[i:i + step]).argmax(1) for i in range(0, len(x), step)]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=x.device)
+    # The model runs where x is: evaluate_robustness gets x on the model's device.
+    return batched_predict(model, x, batch_size=batch_size, device=x.device,
+                           owner="evaluate_robustness")
 
 
 def _count_classes(model: nn.Module, x: Tensor) -> int:

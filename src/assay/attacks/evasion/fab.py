@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..._params import check_choice, check_float, check_int
+from ...core.rng import seeded_generator
 from .._projection import Norm, distance, random_in_ball
 from .base import AttackResult, EvasionAttack, check_batch_size
 
@@ -116,9 +117,7 @@ class FABT(EvasionAttack):
         x_adv = x.detach().clone()
         if n == 0:
             return AttackResult(x_adv, torch.zeros(0, dtype=torch.bool, device=x.device), 0)
-        generator = None
-        if self.seed is not None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        generator = seeded_generator(self.seed, x.device)
         with torch.no_grad():
             clean = model(x)
         queries = n

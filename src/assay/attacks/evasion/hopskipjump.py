@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ...core.inference import batched_logits
+from ...core.rng import seeded_generator
 from ...errors import AssayValueError
 from .._projection import Norm, distance
 from .base import AttackResult, EvasionAttack, check_batch_size
@@ -149,18 +151,15 @@ class HopSkipJump(EvasionAttack):
             self._offset += n
         if n == 0:
             return AttackResult(x_adv, torch.zeros(0, dtype=torch.bool, device=x.device), 0)
-        generator = None
-        if self.seed is not None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        generator = seeded_generator(self.seed, x.device)
         queries = 0
 
         def adversarial(inputs: Tensor, labels: Tensor) -> Tensor:
             nonlocal queries
             queries += len(inputs)
-            with torch.no_grad():
-                return torch.cat([self._achieved(model(inputs[i:i + self.query_batch_size]),
-                                                 labels[i:i + self.query_batch_size])
-                                  for i in range(0, len(inputs), self.query_batch_size)])
+            logits = batched_logits(model, inputs, batch_size=self.query_batch_size,
+                                    device=inputs.device, owner="HopSkipJump")
+            return self._achieved(logits, labels)
 
         d = x[0].numel()
         theta = self.gamma / (d * math.sqrt(d)) if self.norm == "l2" else self.gamma / d ** 2

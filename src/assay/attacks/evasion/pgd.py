@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ...core.rng import seeded_generator
 from .._projection import L1_PERCENTILE, Norm, ascent_direction, project, random_in_ball
 from .base import AttackResult, EvasionAttack, check_batch_size
 
@@ -97,9 +98,7 @@ class PGD(EvasionAttack):
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:
-        generator = None
-        if self.seed is not None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        generator = seeded_generator(self.seed, x.device)
         x_adv = x.detach().clone()
         success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         queries = 0

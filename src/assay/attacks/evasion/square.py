@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ...core.rng import seeded_generator
 from ...errors import AssayValueError
+from .._losses import margin
 from .._projection import Norm
 from .base import AttackResult, EvasionAttack, check_batch_size
 
@@ -142,10 +144,9 @@ class Square(EvasionAttack):
 
     def _scores(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per sample: (the loss to minimise, whether the goal is reached)."""
-        z_y = logits.gather(1, y[:, None]).squeeze(1)
-        other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
         if self.loss == "margin":
-            loss = other - z_y if self.targeted else z_y - other
+            gap = margin(logits, y)
+            loss = -gap if self.targeted else gap
         else:
             ce = F.cross_entropy(logits, y, reduction="none")
             loss = ce if self.targeted else -ce
@@ -223,9 +224,7 @@ class Square(EvasionAttack):
             raise AssayValueError(f"Square: inputs must be images [N, C, H, W] with H, W >= 2; "
                                   f"got shape {tuple(x.shape)}. Square windows need a pixel "
                                   "grid; use a gradient attack for flat features.")
-        gen = None
-        if self.seed is not None:
-            gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        gen = seeded_generator(self.seed, x.device)
         fmt = (torch.channels_last if not x.is_contiguous()
                and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
         with torch.no_grad():

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
+from ...core.inference import batched_predict
 from ...errors import AssayValueError
 from .base import AttackResult, EvasionAttack
 
@@ -41,15 +41,8 @@ def transfer_attack(attack: EvasionAttack, surrogate: nn.Module, target_model: n
         raise AssayValueError(f"transfer_attack: 'attack' must be an EvasionAttack; got "
                               f"{type(attack).__name__}.")
     x_adv = attack.run(surrogate, x, y).x_adv
-    was_training = target_model.training
-    target_model.eval()
-    try:
-        with torch.no_grad():
-            parts = [target_model(x_adv[i:i + batch_size]).argmax(dim=1)
-                     for i in range(0, len(x_adv), batch_size)]
-    finally:
-        target_model.train(was_training)
-    pred = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=x.device)
+    pred = batched_predict(target_model, x_adv, batch_size=batch_size, device=x_adv.device,
+                           owner="transfer_attack")
     y = y.to(pred.device)
     success = pred == y if getattr(attack, "targeted", False) else pred != y
     return AttackResult(x_adv, success, len(x_adv))

@@ -54,12 +54,14 @@ Example::
 from __future__ import annotations
 
 import math
+import secrets
 from typing import Literal, Self
 
 import torch
 from torch import Tensor
 
 from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ...core.rng import seeded_generator
 from ...errors import AssayValueError
 from ...metrics._tensor_checks import INPUTS, Inputs, as_probs, fail, labels_vector
 
@@ -125,11 +127,8 @@ class SplitConformal:
         self.k_reg = check_int("k_reg", k_reg, owner, low=0)
         self.inputs = check_choice("inputs", inputs, INPUTS, owner)
         self.seed = check_optional_seed("seed", seed, owner)
-        self._generator = torch.Generator(device="cpu")
-        if seed is None:
-            self._generator.seed()
-        else:
-            self._generator.manual_seed(seed)
+        # seed None: a generator of its own seeded by the OS; the global RNG is left alone
+        self._generator = seeded_generator(secrets.randbits(63) if seed is None else seed)
         self.quantile_: float | None = None
         self.n_calibration_: int | None = None
 

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._params import check_float, check_int
-from ...core.features import batched_logits, check_inputs
+from ...core.features import check_inputs
+from ...core.inference import batched_logits
 from ...errors import AssayValueError
 from ...metrics._tensor_checks import float_matrix, labels_vector
 

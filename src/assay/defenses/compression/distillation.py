@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from ..._params import check_float
 from ...core import zoo
 from ...core.data import Dataset
+from ...core.inference import eval_mode, model_device
 from ...core.training import LossFn, TrainConfig, fit
 from ...errors import AssayValueError
 from ._common import rewrap
@@ -69,7 +70,7 @@ def distill(teacher: nn.Module, student: nn.Module | str, data: Dataset, *,
     if not isinstance(data, Dataset):
         raise AssayValueError(f"The 'data' parameter of {owner} must be an assay Dataset. "
                               f"Got {type(data).__name__} instead.")
-    teacher_device = next((t.device for t in teacher.parameters()), torch.device("cpu"))
+    teacher_device = model_device(teacher)
     if isinstance(student, str):
         net = zoo.build(student, input_shape=data.input_shape, num_classes=data.num_classes,
                         seed=config.seed).to(teacher_device)
@@ -88,11 +89,7 @@ def distill(teacher: nn.Module, student: nn.Module | str, data: Dataset, *,
                                  alpha=alpha)
 
     loss: LossFn = loss_fn
-    was_training = teacher.training
-    teacher.eval()
-    try:
+    with eval_mode(teacher):
         fit(trained, data, config, loss_fn=loss, show_progress=show_progress)
-    finally:
-        teacher.train(was_training)
     return trained.eval()
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..._params import check_int
+from ...core.inference import eval_mode, model_device
 from ...errors import AssayValueError
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
@@ -66,12 +67,10 @@ def latency_ms(model: nn.Module, x: Tensor, *, repeats: int = 10, warmup: int = 
     """
     check_int("repeats", repeats, "latency_ms", low=1)
     check_int("warmup", warmup, "latency_ms", low=0)
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     x = x.to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(warmup):
             model(x)
         sync()
@@ -81,6 +80,4 @@ def latency_ms(model: nn.Module, x: Tensor, *, repeats: int = 10, warmup: int = 
             model(x)
             sync()
             times.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        model.train(was_training)
     return statistics.median(times)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..._params import check_choice, check_int
 from ...core.data import Dataset
+from ...core.inference import batched_logits
 from ...errors import AssayValueError
 from ._common import normalise, rewrap, unwrap
 
@@ -121,8 +122,8 @@ def _static(net: nn.Module, x: Tensor, backend: str, batch_size: int) -> nn.Modu
             f"quantize: static (FX graph mode) quantization cannot trace {name}: "
             f"{type(err).__name__}: {err}. Fix: use mode='dynamic', or make the forward "
             "symbolically traceable (no data-dependent Python control flow).") from err
-    for start in range(0, len(x), batch_size):
-        prepared(x[start:start + batch_size])
+    batched_logits(prepared, x, batch_size=batch_size, device=x.device,
+                   owner="quantize")  # the observers record each layer's range
     try:
         quantized = convert_fx(prepared)
         quantized(x[:2])  # some ops only fail when the int8 kernels run

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from ..._params import check_int, check_optional_seed
+from ...core.rng import seeded_generator
 from ...errors import AssayValueError
 
 MAX_SEVERITY = 5
@@ -68,9 +69,7 @@ def resolve_generator(generator: object, seed: object, device: torch.device,
     if generator is not None and seed is not None:
         raise AssayValueError(
             f"{owner} takes either 'generator' or 'seed', not both. Got both; drop one.")
-    if seed is not None:
-        return torch.Generator(device=device).manual_seed(seed)
-    return generator
+    return generator if seed is None else seeded_generator(seed, device)
 
 
 def corruption(impl: Impl) -> Corruption:

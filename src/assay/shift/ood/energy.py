@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..._params import check_float
-from ...core.features import batched_logits, check_inputs
+from ...core.features import check_inputs
+from ...core.inference import batched_logits
 from ._base import OODDetector
 
 

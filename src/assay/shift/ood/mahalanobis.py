@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from ..._params import check_float
-from ...core.features import check_inputs, eval_mode, forward_with_features, model_device
+from ...core.features import check_inputs, forward_with_features
+from ...core.inference import eval_mode, map_batches, model_device
 from ...errors import AssayValueError
 from ._base import OODDetector, check_float_input, gradient_sign_step
 
@@ -110,19 +111,18 @@ class Mahalanobis(OODDetector):
         self._check_fitted()
         owner = "Mahalanobis.score"
         check_inputs(x, owner)
-        device = model_device(model, x.device)
-        parts: list[Tensor] = []
+
+        def score_batch(xb: Tensor) -> Tensor:
+            if self.epsilon > 0:
+                check_float_input(xb, owner)
+                with torch.enable_grad():
+                    xg = xb.detach().requires_grad_(True)
+                    _, feats, _ = forward_with_features(model, xg, owner)
+                    xb = gradient_sign_step(xg, self._min_distance(feats).sum(), self.epsilon)
+            with torch.no_grad():
+                _, feats, _ = forward_with_features(model, xb, owner)
+                return -self._min_distance(feats)
+
         with eval_mode(model):
-            for xb in x.split(self.batch_size):
-                xb = xb.to(device)
-                if self.epsilon > 0:
-                    check_float_input(xb, owner)
-                    with torch.enable_grad():
-                        xg = xb.detach().requires_grad_(True)
-                        _, feats, _ = forward_with_features(model, xg, owner)
-                        xb = gradient_sign_step(xg, self._min_distance(feats).sum(),
-                                                self.epsilon)
-                with torch.no_grad():
-                    _, feats, _ = forward_with_features(model, xb, owner)
-                    parts.append(-self._min_distance(feats))
-        return torch.cat(parts).to(x.device)
+            return map_batches(score_batch, x, batch_size=self.batch_size,
+                               device=model_device(model, x.device))

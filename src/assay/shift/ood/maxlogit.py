@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ...core.features import batched_logits, check_inputs
+from ...core.features import check_inputs
+from ...core.inference import batched_logits
 from ._base import OODDetector
 
 

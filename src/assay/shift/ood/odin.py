@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._params import check_float
-from ...core.features import check_inputs, eval_mode, model_device
+from ...core.features import check_inputs
+from ...core.inference import eval_mode, map_batches, model_device
 from ._base import OODDetector, check_float_input, gradient_sign_step
 
 
@@ -56,19 +57,19 @@ class ODIN(OODDetector):
     def score(self, model: nn.Module, x: Tensor) -> Tensor:
         check_inputs(x, "ODIN.score")
         t = self.temperature
-        device = model_device(model, x.device)
-        parts: list[Tensor] = []
+
+        def score_batch(xb: Tensor) -> Tensor:
+            if self.epsilon > 0:
+                check_float_input(xb, "ODIN.score")
+                with torch.enable_grad():
+                    xg = xb.detach().requires_grad_(True)
+                    logits = model(xg) / t
+                    # -log S_yhat(x; T), summed over the batch (samples are independent)
+                    loss = F.cross_entropy(logits, logits.argmax(dim=1), reduction="sum")
+                    xb = gradient_sign_step(xg, loss, self.epsilon)
+            with torch.no_grad():
+                return (model(xb) / t).softmax(dim=1).amax(dim=1)
+
         with eval_mode(model):
-            for xb in x.split(self.batch_size):
-                xb = xb.to(device)
-                if self.epsilon > 0:
-                    check_float_input(xb, "ODIN.score")
-                    with torch.enable_grad():
-                        xg = xb.detach().requires_grad_(True)
-                        logits = model(xg) / t
-                        # -log S_yhat(x; T), summed over the batch (samples are independent)
-                        loss = F.cross_entropy(logits, logits.argmax(dim=1), reduction="sum")
-                        xb = gradient_sign_step(xg, loss, self.epsilon)
-                with torch.no_grad():
-                    parts.append((model(xb) / t).softmax(dim=1).amax(dim=1))
-        return torch.cat(parts).to(x.device)
+            return map_batches(score_batch, x, batch_size=self.batch_size,
+                               device=model_device(model, x.device))

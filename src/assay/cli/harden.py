@@ -1,5 +1,6 @@
-"""``assay harden adversarial|smoothing`` and ``assay compress``: make a new model from a
-model, write it, and (for harden) audit the model before and after in one report.
+"""``assay harden adversarial|smoothing`` and ``assay compress``: the flags, their checks
+before any work, and the calls of :func:`assay.workflows.harden` and
+:func:`assay.workflows.compress`.
 
     assay harden adversarial --arch lenet --data mnist:train --method fast --eps 0.3 \\
         --epochs 10 --out lenet-at.safetensors
@@ -10,18 +11,17 @@ model, write it, and (for harden) audit the model before and after in one report
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import math
 from pathlib import Path
-from typing import Callable
 
-from .errors import AssayValueError
+from ..errors import AssayValueError
+from .options import add_model_options, check_model_options, model_from_args, to_device
 
 log = logging.getLogger("assay")
 
 
-def add_harden_parser(commands, model_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_harden_parser(commands) -> None:
     harden = commands.add_parser(
         "harden", help="train a more robust model and audit it before and after",
         description="Train a hardened copy of a model, write it, and write one report with the "
@@ -52,7 +52,7 @@ def add_harden_parser(commands, model_options: Callable[[argparse.ArgumentParser
     smoothing.add_argument("--sigma", type=float, default=0.25,
                            help="Gaussian noise level, > 0 (default: %(default)s)")
     for sub in (adversarial, smoothing):
-        _common(sub, model_options)
+        _common(sub)
         sub.add_argument("--report", type=Path,
                          help="before/after report directory (default: OUT's name + '-report' "
                               "beside OUT)")
@@ -60,7 +60,7 @@ def add_harden_parser(commands, model_options: Callable[[argparse.ArgumentParser
                                                    "accuracy and the defence's robustness check)")
 
 
-def add_compress_parser(commands, model_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_compress_parser(commands) -> None:
     compress = commands.add_parser(
         "compress", help="prune, quantize or distill a model and write the new one",
         description="Write a compressed copy of a model: magnitude pruning, int8 quantization "
@@ -80,10 +80,10 @@ def add_compress_parser(commands, model_options: Callable[[argparse.ArgumentPars
     compress.add_argument("--static", action="store_true",
                           help="with --quantize: static int8 quantization calibrated on --data "
                                "(default: dynamic)")
-    _common(compress, model_options)
+    _common(compress)
 
 
-def _common(parser: argparse.ArgumentParser, model_options) -> None:
+def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, metavar="PATH",
                         help="the model file (default: none; --arch then builds a fresh zoo "
                              "model)")
@@ -91,7 +91,7 @@ def _common(parser: argparse.ArgumentParser, model_options) -> None:
                         help="training data, e.g. mnist:train or train.npz (required)")
     parser.add_argument("--eval-data", metavar="SPEC",
                         help="evaluation data (default: the test split of --data, 1000 points)")
-    model_options(parser)
+    add_model_options(parser)
     parser.add_argument("--epochs", type=int, default=10,
                         help="training epochs, >= 1 (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-3,
@@ -115,10 +115,9 @@ def _common(parser: argparse.ArgumentParser, model_options) -> None:
                         help="no progress bars or log lines (default: show them)")
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from ._paths import ensure_writable_dir, ensure_writable_file
-    from .audit.runner import preflight
-    from .cli import check_model_options
+def run(args: argparse.Namespace) -> int:
+    from .._paths import ensure_writable_dir, ensure_writable_file
+    from ..audit.runner import preflight
 
     if args.out.suffix not in (".safetensors", ".pt"):
         raise AssayValueError(f"--out {args.out}: write .safetensors (weights) or .pt "
@@ -131,17 +130,18 @@ def run_command(args: argparse.Namespace) -> int:
     check_model_options(args)
     _check_numbers(args)
     ensure_writable_file(args.out, "--out")
-    label, plan = None, None
+    defence, plan = None, None
     if args.command == "harden":
         ensure_writable_dir(_report_dir(args), "--report")
-        label, plan = _plan(args)
+        defence, plan = _defence_and_plan(args)
     train, test = _data(args)
     check_model_options(args, train.input_shape)
-    model, info = _model(args, train)
+    model, info = model_from_args(args, train, num_classes=train.num_classes)
+    to_device(model, args.device)
     preflight(model, test)
     if args.command == "compress":
         return _compress(args, model, info, train, test)
-    return _harden(args, model, info, label, plan, train, test)
+    return _harden(args, model, info, defence, plan, train, test)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -168,25 +168,23 @@ def _report_dir(args: argparse.Namespace) -> Path:
     return args.report or args.out.with_name(args.out.stem + "-report")
 
 
-def _plan(args: argparse.Namespace):
-    """The defence's label and the plan of both audits (validated here, before training)."""
-    from .audit.plan import load_plan, plan_from_dict
+def _defence_and_plan(args: argparse.Namespace):
+    """The defence and the plan of both audits (validated here, before training)."""
+    from ..audit.plan import load_plan
+    from ..workflows import AdversarialTraining, Defence, GaussianAugmentation, harden_plan
 
+    defence: Defence
     if args.defence == "adversarial":
-        label = f"{args.method} adversarial training at {args.norm} eps={args.eps:g}"
-        default_plan = {"checks": [{"name": "accuracy"}, {"name": "robustness", "params": {
-            "norms": [args.norm], "eps": [0.0, args.eps / 2, args.eps], "mode": "quick"}}]}
+        defence = AdversarialTraining(eps=args.eps, method=args.method, norm=args.norm,
+                                      steps=args.steps, beta=args.beta, alpha=args.alpha,
+                                      ramp_epochs=args.ramp_epochs)
     else:
-        label = f"Gaussian augmentation at sigma={args.sigma:g}"
-        default_plan = {"checks": [{"name": "accuracy"}, {"name": "certified_robustness",
-                                                          "params": {"sigma": args.sigma}}]}
-    plan = load_plan(args.plan) if args.plan else plan_from_dict(default_plan,
-                                                                 source="<harden plan>")
-    return label, plan
+        defence = GaussianAugmentation(sigma=args.sigma)
+    return defence, load_plan(args.plan) if args.plan else harden_plan(defence)
 
 
 def _data(args: argparse.Namespace):
-    from .core.data import load_data, parse_spec
+    from ..core.data import load_data, parse_spec
 
     train = load_data(args.data, data_root=args.data_dir, default_split="train")
     spec = args.eval_data
@@ -198,115 +196,26 @@ def _data(args: argparse.Namespace):
     return train, load_data(spec, data_root=args.data_dir)
 
 
-def _model(args: argparse.Namespace, train):
-    """The wrapped model on --device, and the report's model info (the file's sha256)."""
-    import torch
-
-    from .core import zoo
-    from .core.loading import describe_file, load_network
-    from .core.model import ModelWrapper
-
-    info: dict = {}
-    if args.model is not None:
-        net, _ = load_network(args.model, arch=args.arch, input_shape=train.input_shape,
-                              num_classes=train.num_classes)
-        name = args.model.name
-        info = {"file": describe_file(args.model)}
-    elif args.arch:
-        # eval mode: a fresh model was not "handed over in train mode"
-        net = zoo.build(args.arch, input_shape=train.input_shape, num_classes=train.num_classes,
-                        seed=args.seed).eval()
-        name = f"{args.arch} (untrained)"
-    else:
-        raise AssayValueError("name the model with --model PATH or a zoo architecture with "
-                              "--arch.")
-    model = ModelWrapper(net, num_classes=train.num_classes, input_shape=train.input_shape,
-                         bounds=tuple(args.bounds), mean=args.mean, std=args.std, name=name)
-    try:
-        return model.to(torch.device(args.device)), info
-    except (RuntimeError, AssertionError) as err:
-        raise AssayValueError(f"--device {args.device!r} is not usable here "
-                              f"({str(err).strip().splitlines()[0]}).") from err
-
-
 def _config(args: argparse.Namespace):
-    from .core.training import TrainConfig
+    from ..core.training import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        schedule=args.schedule, seed=args.seed)
 
 
-def _harden(args, model, info, label, plan, train, test) -> int:
-    import dataclasses
-    import time
+def _harden(args, model, info, defence, plan, train, test) -> int:
+    from ..workflows import harden
 
-    import torch
-
-    from .audit.runner import run_audit
-    from .core.inference import has_conv2d
-    from .core.loading import describe_file
-    from .report.compare import write_comparison
-
-    hardened = _trainable_copy(model)
-    hardened.findings = []  # its own audit inspects it; it was not handed over in train mode
-    if hardened.device.type == "cpu" and has_conv2d(hardened):
-        # the same function with faster CPU convolution kernels (forward + backward 1.3x on
-        # the MNIST LeNet); _save writes contiguous tensors
-        hardened.to(memory_format=torch.channels_last)
-    progress = not args.quiet
-    started = time.perf_counter()
-    if args.defence == "adversarial":
-        from .defenses.adversarial import adversarial_training
-
-        result = adversarial_training(hardened, train, method=args.method, eps=args.eps,
-                                      norm=args.norm, config=_config(args), steps=args.steps,
-                                      beta=args.beta, alpha=args.alpha,
-                                      ramp_epochs=args.ramp_epochs, show_progress=progress)
-        if result.collapsed_at is not None:
-            log.warning("catastrophic overfitting in epoch %d; the best epoch was kept",
-                        result.collapsed_at + 1)
-    else:
-        from .core.training import fit
-        from .defenses.smoothing import gaussian_augmentation_loss
-
-        fit(hardened, train, _config(args), loss_fn=gaussian_augmentation_loss(args.sigma),
-            show_progress=progress)
-    seconds = time.perf_counter() - started
-    hardened.name = f"{model.name} + {label}"
-    _save(hardened.net, args.out, test)
-    before = run_audit(model, test, plan, train_data=train, progress=progress, model_info=info)
-    after = run_audit(hardened, test, plan, train_data=train, progress=progress,
-                      model_info={"file": describe_file(args.out)})
-    report = _report_dir(args)
-    method = ({k: getattr(args, k) for k in ("method", "eps", "norm", "steps", "beta", "alpha",
-                                             "ramp_epochs")}
-              if args.defence == "adversarial" else {"sigma": args.sigma})
-    write_comparison(before, after, report, title=f"Before and after {label}", training={
-        "defence": args.defence, "method": method, "config": dataclasses.asdict(_config(args)),
-        "seconds": round(seconds, 3)})
-    log.warning("%s: wrote %s; before/after report in %s/comparison.html", after.status.upper(),
-                args.out, report)
-    return after.exit_code
-
-
-def _trainable_copy(model):
-    """A deep copy to train. A TorchScript module's deepcopy holds its parameters as
-    non-leaf clones, which an optimizer refuses; they are made leaves again."""
-    import torch
-
-    hardened = copy.deepcopy(model)
-    with torch.no_grad():
-        for param in hardened.parameters():
-            if not param.is_leaf:
-                param.detach_().requires_grad_(True)
-    if not any(p.requires_grad and p.is_floating_point() for p in hardened.parameters()):
-        raise AssayValueError(f"{model.name}: the model has no trainable float parameters "
-                              "(an int8 model?); harden the float model.")
-    return hardened
+    result = harden(model, defence, train, test, out=args.out, report_dir=_report_dir(args),
+                    config=_config(args), plan=plan, model_info=info,
+                    show_progress=not args.quiet)
+    log.warning("%s: wrote %s; before/after report in %s/comparison.html",
+                result.after.status.upper(), args.out, _report_dir(args))
+    return result.after.exit_code
 
 
 def _compress(args, model, info, train, test) -> int:
-    from .defenses.compression import distill, model_size_bytes, prune, quantize
+    from ..workflows import compress
 
     kind = info.get("file", {}).get("format")
     if kind in ("torchscript", "export") and args.distill is None:
@@ -315,47 +224,10 @@ def _compress(args, model, info, train, test) -> int:
         raise AssayValueError(f"{flag} needs the model's layers, which a {shown} file holds "
                               "compiled; pass its weights (safetensors or a state_dict) with "
                               "--arch.")
-    if args.prune is not None:
-        new = prune(model, args.prune, structure="structured" if args.structured
-                    else "unstructured")
-    elif args.quantize:
-        new = quantize(model, "static" if args.static else "dynamic",
-                       calibration=train if args.static else None)
-    else:
-        new = distill(model, args.distill, train, config=_config(args),
-                      show_progress=not args.quiet)
-    _save(new.net, args.out, test)
-    before, after = _accuracy(model, test), _accuracy(new, test)
-    log.warning("wrote %s: accuracy %.4f -> %.4f, size %d -> %d bytes", args.out, before,
-                after, model_size_bytes(model), model_size_bytes(new))
+    result = compress(model, train, test, out=args.out, prune=args.prune,
+                      structured=args.structured, quantize=args.quantize, static=args.static,
+                      distill=args.distill, config=_config(args), show_progress=not args.quiet)
+    log.warning("wrote %s: accuracy %.4f -> %.4f, size %d -> %d bytes", args.out,
+                result.accuracy_before, result.accuracy_after, result.size_before,
+                result.size_after)
     return 0
-
-
-def _accuracy(model, data) -> float:
-    from .metrics.accuracy import accuracy
-
-    return accuracy(model.predict(data.x), data.y.to(model.device))
-
-
-def _save(net, path: Path, example) -> None:
-    """Weights as safetensors (no code in the file), or a TorchScript archive for .pt
-    (the only way an int8 model keeps its packed weights)."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".safetensors":
-        from .defenses.compression import is_quantized
-
-        if is_quantized(net):
-            raise AssayValueError(f"--out {path}: an int8 model cannot be written as weights; "
-                                  "use a .pt (TorchScript) path.")
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-                  str(path))
-        return
-    net = copy.deepcopy(net).cpu().eval()  # a CPU copy: the caller's model stays on its device
-    with torch.no_grad():
-        traced = net if isinstance(net, torch.jit.ScriptModule) else torch.jit.trace(
-            net, example.x[:2].cpu())
-    torch.jit.save(traced, str(path))
