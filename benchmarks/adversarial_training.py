@@ -54,8 +54,9 @@ def main() -> None:
     root = data_root()
     train = load_data(f"mnist:train:{args.n_train}", data_root=root)
     test = load_data(f"mnist:test:{args.n_eval}", data_root=root)
-    print(f"{machine()}; {args.method} adversarial training of lenet at linf eps {EPS}, {args.epochs} "
-          f"epochs on {len(train)} images, cyclic lr peak {args.lr}, batch {args.batch_size}, "
+    print(f"{machine()}; {args.method} adversarial training of lenet at linf eps {EPS}, "
+          f"{args.epochs} epochs on {len(train)} images, cyclic lr peak {args.lr}, "
+          f"batch {args.batch_size}, "
           f"steps {args.steps}, eps ramp over {args.ramp_epochs} epochs")
 
     net = zoo.build("lenet", input_shape=(1, 28, 28), num_classes=10, seed=args.seed)

@@ -114,7 +114,8 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *rows,
         "",
-        f"- mean ratio over the {len(ratios)} corruptions both run: {sum(ratios) / len(ratios):.1f}",
+        f"- mean ratio over the {len(ratios)} corruptions both run: "
+        f"{sum(ratios) / len(ratios):.1f}",
         f"- geometric mean ratio: {geometric:.1f}; smallest ratio: {min(ratios):.1f}",
         f"- mean ms per image and corruption (same {len(ratios)}): imagecorruptions "
         f"{ic_total / len(ratios):.3f}, assay {assay_total / len(ratios):.4f} "

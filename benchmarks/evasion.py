@@ -227,7 +227,7 @@ def part_pgd(name: str, net: nn.Module, x: Tensor, y: Tensor, norms: list[str],
         results = {}
         for library, run in runners.items():
             run(x[:8], y[:8])  # warm-up: imports, allocator, estimator set-up
-            x_adv, seconds = timed(lambda: run(x, y))
+            x_adv, seconds = timed(lambda run=run: run(x, y))
             acc, size = robust_accuracy(net, x, y, x_adv, norm, EPS[norm])
             results[library] = (seconds, acc)
             print(f"  [{name}] PGD-{PGD_STEPS} {norm} eps {EPS[norm]:g}: {library:12s} "

@@ -9,7 +9,8 @@ default threads (``--neighbour torch``, the default), or a pure-Python loop that
 core busy without threads of its own (``--neighbour python``). For each ``--threads``
 setting the script prints the quiet time, the time beside the neighbours and their ratio
 (the slowdown); the setting ``default`` passes no ``--threads`` (for a checkout from
-before the flag, given with ``--src``). Target: under 2x with one busy neighbour on a 2-core machine. Run it on an
+before the flag, given with ``--src``). Target: under 2x with one busy neighbour on a
+2-core machine. Run it on an
 otherwise idle machine.
 """
 

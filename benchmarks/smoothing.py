@@ -211,7 +211,7 @@ def main() -> None:
 
     sweep = {}  # ART's seconds per image at each batch size
     for art_batch in [int(b) for b in args.art_batches.split(",")]:
-        _, t = timed(lambda: run_art(smoother, x[:args.sweep_images], args.n, art_batch))
+        _, t = timed(lambda b=art_batch: run_art(smoother, x[:args.sweep_images], args.n, b))
         sweep[art_batch] = t / min(args.sweep_images, len(x))
     art_batch = min(sweep, key=sweep.get)
 

@@ -136,10 +136,12 @@ def _validate(param: Param, value: Any) -> str | None:
         "list[float]": lambda v: isinstance(v, list) and bool(v) and all(map(is_number, v)),
         "list[int]": lambda v: isinstance(v, list) and bool(v) and all(
             isinstance(i, int) and not isinstance(i, bool) for i in v),
-        "list[str]": lambda v: isinstance(v, list) and bool(v) and all(isinstance(i, str) for i in v),
-        "float-list-or-table": lambda v: (isinstance(v, list) and bool(v) and all(map(is_number, v)))
-        or (isinstance(v, dict) and bool(v) and all(isinstance(i, list) and i and all(map(is_number, i))
-                                                    for i in v.values())),
+        "list[str]": lambda v: isinstance(v, list) and bool(v) and all(
+            isinstance(i, str) for i in v),
+        "float-list-or-table": lambda v: (
+            isinstance(v, list) and bool(v) and all(map(is_number, v)))
+        or (isinstance(v, dict) and bool(v) and all(
+            isinstance(i, list) and i and all(map(is_number, i)) for i in v.values())),
     }[param.kind]
     if value is None and param.default is None:
         return None
@@ -147,7 +149,8 @@ def _validate(param: Param, value: Any) -> str | None:
     if not expected(value):
         return (f"the {param.name!r} parameter must be {param.kind}{allowed_text}; "
                 f"got {value!r}")
-    items = value if isinstance(value, list) else list(value) if isinstance(value, dict) else [value]
+    items = (value if isinstance(value, list) else list(value) if isinstance(value, dict)
+             else [value])
     if param.allowed is not None and param.kind in ("str", "list[str]", "list[int]",
                                                     "float-list-or-table"):
         keys = items if param.kind != "float-list-or-table" or isinstance(value, dict) else []

@@ -222,18 +222,20 @@ def _findings(rows: dict[str, dict[str, Any]], params: dict[str, Any], ctx: Chec
         for metric, label in (("accuracy_drop", "accuracy"),
                               ("robust_accuracy_drop", "robust accuracy")):
             if row[metric] > limit:
+                base = metric.replace("_drop", "")
                 found.append(Finding("warn", f"{metric}@{variant}",
                                      f"{variant} loses {row[metric]:.3f} {label} (limit "
-                                     f"{limit:g}): {rows[ORIGINAL][metric.replace('_drop', '')]:.3f}"
-                                     f" -> {row[metric.replace('_drop', '')]:.3f}."))
+                                     f"{limit:g}): {rows[ORIGINAL][base]:.3f} -> "
+                                     f"{row[base]:.3f}."))
     int8 = [v for v, row in rows.items() if row["robust_by"].startswith("transfer")]
     if int8:
         found.append(Finding("info", "int8_transfer",
-                             f"{', '.join(int8)}: int8 models have no input gradients; their robust "
-                             "accuracy is that of the PGD examples crafted on the float original "
-                             "(a transfer attack), an upper bound on their white-box robustness."))
+                             f"{', '.join(int8)}: int8 models have no input gradients; their "
+                             "robust accuracy is that of the PGD examples crafted on the float "
+                             "original (a transfer attack), an upper bound on their white-box "
+                             "robustness."))
         if original.device.type != "cpu":
             found.append(Finding("info", "int8_latency_device",
-                                 f"int8 variants run on the CPU, the original on {original.device}; "
-                                 "their latencies are not comparable."))
+                                 "int8 variants run on the CPU, the original on "
+                                 f"{original.device}; their latencies are not comparable."))
     return found

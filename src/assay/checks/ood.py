@@ -214,8 +214,9 @@ class OODCheck(Check):
             level = "warn" if auroc < 0.8 else "info"
             findings.append(Finding(level, "best_detector",
                                     f"{label} ({resolved[label]}): best detector {det} with "
-                                    f"AUROC {auroc:.3f}" + (" - the model cannot reliably tell "
-                                                            "these inputs apart." if level == "warn" else ".")))
+                                    f"AUROC {auroc:.3f}" + (
+                                        " - the model cannot reliably tell these inputs apart."
+                                        if level == "warn" else ".")))
         return CheckOutput(metrics, findings, plots, details={
             "ood_sets": resolved, "in_distribution_samples": len(test),
             "fit_samples": len(fit_data)})

@@ -165,7 +165,8 @@ def load_cifar10(split: str, root: Path | None) -> Dataset:
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, strings, bytes and numpy arrays, and nothing else."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"),
                ("_codecs", "encode")}  # protocol-2 pickles from Python 3 store bytes this way
@@ -360,7 +361,8 @@ def check_name(name: str, split: str) -> None:
 def _require_root(name: str, root: Path | None) -> Path:
     if root is None:
         raise AssayValueError(f"The {name} data set needs a data directory: pass --data-dir or "
-                              "set ASSAY_DATA_DIR (laid out as mnist/t10k-images-idx3-ubyte.gz, ...).")
+                              "set ASSAY_DATA_DIR (laid out as mnist/t10k-images-idx3-ubyte.gz, "
+                              "...).")
     if not root.is_dir():
         raise AssayValueError(f"The data directory {root} does not exist.")
     return root

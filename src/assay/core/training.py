@@ -7,6 +7,7 @@ of the weights: DP-SGD clips and noises per-sample gradients there) and ``on_epo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -21,6 +22,7 @@ from .inference import batched_predict, model_device
 from .progress import progress_bar
 from .rng import seeded_generator
 
+_EPOCH_LOG_AFTER_S = 10.0
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -138,6 +140,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
         total = config.epochs * per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: cyclic_factor(step, total))
+    started = time.perf_counter()
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(y_all), generator=generator)
@@ -157,8 +160,11 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
         correct = int((predicted == y_all).sum())
         history.loss.append(total_loss / max(seen, 1))
         history.train_accuracy.append(correct / len(y_all))
-        log.info("epoch %d: loss %.4f, train accuracy %.4f", epoch + 1, history.loss[-1],
-                 history.train_accuracy[-1])
+        # a line per epoch is progress for long training, noise for a few seconds of it
+        long = time.perf_counter() - started > _EPOCH_LOG_AFTER_S
+        level = logging.INFO if long else logging.DEBUG
+        log.log(level, "epoch %d: loss %.4f, train accuracy %.4f", epoch + 1, history.loss[-1],
+                history.train_accuracy[-1])
         if on_epoch_end is not None and on_epoch_end(epoch, model):
             history.stopped_early = True
             break

@@ -1,1 +1,2 @@
-"""Algorithms that harden a model: training, certification, backdoor removal, fairness, calibration."""
+"""Algorithms that harden a model: training, certification, backdoor removal, fairness,
+calibration."""

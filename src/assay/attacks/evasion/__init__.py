@@ -15,7 +15,8 @@ from .evaluation import (APGDCrossEntropy, Ensemble, EvaluationResult, PGDRestar
                          SingleStep, SquareOnly, Stage, StageReport, evaluate_robustness)
 
 __all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack",
-           "DeepFool", "CarliniWagnerL2", "FABT", "Square", "HopSkipJump", "ExpectationOverTransformation",
+           "DeepFool", "CarliniWagnerL2", "FABT", "Square", "HopSkipJump",
+           "ExpectationOverTransformation",
            "EvaluationResult",
            "Stage", "StageReport", "evaluate_robustness",
            "Protocol", "Ensemble", "PGDRestarts", "APGDCrossEntropy", "SquareOnly", "SingleStep"]

@@ -190,8 +190,8 @@ class APGD(EvasionAttack):
             cur = (x0 + start).clamp(lo, hi)
             loss, grad, logits = self._evaluate(model, cur, lab, tgt)
             queries += len(cur)
-            state = dict(index=index, x0=x0, lab=lab, cur=cur, prev=cur.clone(), evaluated=cur, loss=loss,
-                         grad=grad, best_x=cur.clone(), best_loss=loss.clone(),
+            state = dict(index=index, x0=x0, lab=lab, cur=cur, prev=cur.clone(), evaluated=cur,
+                         loss=loss, grad=grad, best_x=cur.clone(), best_loss=loss.clone(),
                          best_grad=grad.clone(),
                          eta=torch.full((len(cur),), 2 * self.eps, device=x.device, dtype=x.dtype),
                          rises=torch.zeros(len(cur), device=x.device),

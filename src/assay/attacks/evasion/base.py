@@ -29,7 +29,8 @@ class AttackResult:
     queries: int
 
 
-def model_bounds(model: nn.Module, default: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
+def model_bounds(model: nn.Module,
+                 default: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
     """Input bounds of an :class:`assay.core.model.ModelWrapper`, else ``default``."""
     bounds = getattr(model, "bounds", None)
     return tuple(bounds) if bounds is not None else default  # type: ignore[return-value]

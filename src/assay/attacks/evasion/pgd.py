@@ -29,9 +29,10 @@ class PGD(EvasionAttack):
     (as in F. Croce, M. Hein, "Mind the box: l1-APGD...", ICML 2021, and cleverhans'
     ``clip_grad``), so the step is not wasted on a move the clipping would undo. (Projecting
     onto the ball and then clipping to the box is not the exact projection onto their
-    intersection; PGD does this for every norm.) Samples that are already misclassified (or, when targeted, classified as
-    their target) stop being attacked and keep the first adversarial point found
-    (early stop); each restart attacks only the samples that are still robust.
+    intersection; PGD does this for every norm.) Samples that are already misclassified
+    (or, when targeted, classified as their target) stop being attacked and keep the first
+    adversarial point found (early stop); each restart attacks only the samples that are
+    still robust.
 
     Parameters (keyword-only)
     -------------------------

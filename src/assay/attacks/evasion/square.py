@@ -179,7 +179,9 @@ class Square(EvasionAttack):
         left = torch.randint(0, w - s + 1, (n,), device=device, generator=gen)
         rows = torch.arange(h, device=device)[None] - top[:, None]
         cols = torch.arange(w, device=device)[None] - left[:, None]
-        mask = ((rows >= 0) & (rows < s))[:, None, :, None] & ((cols >= 0) & (cols < s))[:, None, None, :]
+        inside_rows = (rows >= 0) & (rows < s)
+        inside_cols = (cols >= 0) & (cols < s)
+        mask = inside_rows[:, None, :, None] & inside_cols[:, None, None, :]
         return mask, rows, cols
 
     def _propose(self, x0: Tensor, best: Tensor, it: int, lo: float, hi: float,

@@ -12,7 +12,7 @@ module back.
 | :func:`prune` | magnitude pruning (Han et al. 2015; structured: Li et al. 2017) |
 | :func:`quantize` | post-training int8 quantization, dynamic or static (FX graph mode) |
 | :func:`distill` | knowledge distillation (Hinton, Vinyals, Dean 2015) |
-| :func:`model_size_bytes`, :func:`count_nonzero`, :func:`latency_ms`, :func:`sparsity` | measurements |
+| :func:`model_size_bytes`, :func:`count_nonzero`, :func:`latency_ms`, :func:`sparsity` | measures |
 """
 
 from .distillation import distill, distillation_loss
