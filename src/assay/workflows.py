@@ -27,7 +27,7 @@ from .core.training import TrainConfig
 from .errors import AssayValueError
 
 if TYPE_CHECKING:  # the results layer is read, never needed to run a workflow
-    from .audit.results import AuditResult
+    from .results import AuditResult
 
 log = logging.getLogger("assay")
 
