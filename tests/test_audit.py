@@ -204,7 +204,8 @@ def test_junit_has_one_testcase_per_gate(audit_result):
 def test_html_is_self_contained(audit_result):
     page = render_html(audit_result)
     assert "<script" not in page and "http://" not in page and "https://" not in page
-    assert page.count('src="data:image/png;base64,') == 2  # per-class bars, robustness curve
+    # per-class bars, robustness curve, and the robustness gallery (8 clean, 8 adversarial)
+    assert page.count('src="data:image/png;base64,') == 2 + 16
     assert "RuntimeError: boom" in page
 
 

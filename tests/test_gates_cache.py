@@ -111,7 +111,8 @@ def test_cache_entry_holds_outputs_not_verdicts(model, test_split, tmp_path):
     audit(model, test_split, tmp_path, ["value >= 0.4"])
     (entry,) = tmp_path.glob("*.json")
     stored = json.loads(entry.read_text())
-    assert set(stored) == {"format", "metrics", "findings", "plots", "details", "seconds"}
+    assert set(stored) == {"format", "metrics", "findings", "plots", "details", "seconds",
+                           "galleries"}
 
 
 def test_the_key_holds_the_torch_version(model, test_split, tmp_path, monkeypatch):

@@ -11,11 +11,12 @@ The JSON layout is versioned by ``SCHEMA_VERSION`` and described by
 
 from __future__ import annotations
 
+import hashlib
 import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
@@ -62,6 +63,30 @@ class Plot:
     points: dict[str, list] = field(default_factory=dict)
 
 
+# A report stays small: the images of a gallery past the first MAX_GALLERY_IMAGES, and any
+# past MAX_REPORT_IMAGE_BYTES of PNG over the whole report, are dropped with a note.
+MAX_GALLERY_IMAGES = 16
+MAX_REPORT_IMAGE_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A grid of images with captions; the report shows it. ``images`` are PNG files as
+    base64 strings (in report.json: sha256 keys into the top-level ``assets``), each with
+    the caption of the same index; ``note`` says what was dropped to keep the report small."""
+
+    title: str
+    images: list[str]
+    captions: list[str]
+    columns: int = 8
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.captions):
+            raise AssayValueError(f"Gallery {self.title!r} has {len(self.images)} images and "
+                                  f"{len(self.captions)} captions; give one caption per image.")
+
+
 @dataclass
 class CheckOutput:
     """What ``Check.run`` returns (and the cache stores): no gates, no status."""
@@ -70,6 +95,7 @@ class CheckOutput:
     findings: list[Finding] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    galleries: list[Gallery] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------ metric metadata
@@ -162,6 +188,7 @@ class CheckResult:
     error: str | None = None
     cached: bool = False
     metric_info: dict[str, MetricInfo] = field(default_factory=dict)
+    galleries: tuple[Gallery, ...] = ()
 
     @property
     def gated(self) -> bool:
@@ -194,7 +221,8 @@ class CheckResult:
             details=data.get("details", {}), seconds=data.get("seconds", 0.0),
             error=data.get("error"), cached=data.get("cached", False),
             metric_info={k: MetricInfo.from_dict(v)
-                         for k, v in data.get("metric_info", {}).items()})
+                         for k, v in data.get("metric_info", {}).items()},
+            galleries=tuple(Gallery(**g) for g in data.get("galleries", [])))
 
 
 @dataclass(frozen=True)
@@ -225,6 +253,18 @@ class AuditResult:
         return 1 if failed else 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON of the audit; gallery images are stored once, in ``assets`` (sha256 of
+        the PNG -> its base64), and each gallery lists their keys."""
+        assets: dict[str, str] = {}
+        checks = []
+        for check in cap_galleries(self).checks:
+            data = check.to_dict()
+            for gallery in data["galleries"]:
+                keys = [hashlib.sha256(image.encode("ascii")).hexdigest()
+                        for image in gallery["images"]]
+                assets.update(zip(keys, gallery["images"]))
+                gallery["images"] = keys
+            checks.append(data)
         return {
             "schema_version": self.schema_version,
             "assay_version": self.assay_version,
@@ -234,7 +274,8 @@ class AuditResult:
             "data": json_safe(self.data),
             "provenance": json_safe(self.provenance),
             "findings": [asdict(f) for f in self.findings],
-            "checks": [c.to_dict() for c in self.checks],
+            "checks": checks,
+            "assets": assets,
         }
 
     @classmethod
@@ -243,8 +284,52 @@ class AuditResult:
             schema_version=data["schema_version"], assay_version=data["assay_version"],
             created=data["created"], status=data["status"], model=data["model"],
             data=data["data"], provenance=data["provenance"],
-            checks=tuple(CheckResult.from_dict(c) for c in data["checks"]),
+            checks=tuple(CheckResult.from_dict(_resolve_assets(c, data.get("assets", {})))
+                         for c in data["checks"]),
             findings=tuple(Finding(**f) for f in data.get("findings", [])))
+
+
+def _resolve_assets(check: dict[str, Any], assets: dict[str, str]) -> dict[str, Any]:
+    """A check's JSON with its galleries' asset keys replaced by the images."""
+    if not check.get("galleries"):
+        return check
+    try:
+        galleries = [{**g, "images": [assets[key] for key in g["images"]]}
+                     for g in check["galleries"]]
+    except KeyError as err:
+        raise AssayValueError(f"report.json: check {check.get('id')!r} has a gallery image "
+                              f"{err} that is not in 'assets'; the file was edited or "
+                              "truncated, write it again.") from None
+    return {**check, "galleries": galleries}
+
+
+def cap_galleries(result: AuditResult, *, per_gallery: int = MAX_GALLERY_IMAGES,
+                  total_bytes: int = MAX_REPORT_IMAGE_BYTES) -> AuditResult:
+    """``result`` with each gallery cut to ``per_gallery`` images and the report's images
+    to ``total_bytes`` of PNG (later checks lose theirs first); a cut gallery's ``note``
+    says how many images were dropped. A result within the caps comes back unchanged."""
+    left = total_bytes
+    checks = []
+    for check in result.checks:
+        galleries = []
+        for gallery in check.galleries:
+            kept = []
+            for image in gallery.images[:per_gallery]:
+                size = len(image) * 3 // 4  # bytes of the PNG behind the base64
+                if size > left:
+                    break
+                left -= size
+                kept.append(image)
+            dropped = len(gallery.images) - len(kept)
+            if dropped:
+                note = (f"{dropped} of {len(gallery.images)} images dropped to keep the report "
+                        f"small (at most {per_gallery} per gallery, "
+                        f"{total_bytes // 1024} KiB in all).")
+                gallery = replace(gallery, images=kept, captions=gallery.captions[:len(kept)],
+                                  note=" ".join(filter(None, [gallery.note, note])))
+            galleries.append(gallery)
+        checks.append(replace(check, galleries=tuple(galleries)))
+    return replace(result, checks=tuple(checks))
 
 
 def check_status(gates: tuple[GateResult, ...], findings: tuple[Finding, ...] | list[Finding]
@@ -319,25 +404,37 @@ def findings_from_json(raw: Any) -> tuple[Finding, ...]:
 
 def plots_from_json(raw: Any) -> tuple[Plot, ...]:
     """Plots as stored; every field is checked against its annotation in :class:`Plot`."""
+    return _records_from_json(raw, Plot, "plots")
+
+
+def galleries_from_json(raw: Any) -> tuple[Gallery, ...]:
+    """Galleries as stored (images inline); each field is checked like a plot's."""
+    return _records_from_json(raw, Gallery, "galleries")
+
+
+def _records_from_json(raw: Any, cls: type, name: str) -> tuple:
     if not isinstance(raw, list):
-        raise ValueError(f"'plots' must be an array; got {type(raw).__name__}")
-    hints = typing.get_type_hints(Plot)
-    required = {f.name for f in fields(Plot)
+        raise ValueError(f"'{name}' must be an array; got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    required = {f.name for f in fields(cls)
                 if f.default is MISSING and f.default_factory is MISSING}
-    plots = []
+    records = []
     for index, item in enumerate(raw):
-        where = f"plots[{index}]"
+        where = f"{name}[{index}]"
         if not isinstance(item, dict):
             raise ValueError(f"{where} must be an object")
         if set(item) - set(hints):
             raise ValueError(f"{where}: unknown fields {sorted(set(item) - set(hints))}")
         if required - set(item):
             raise ValueError(f"{where}: missing fields {sorted(required - set(item))}")
-        for name, value in item.items():
-            if not _conforms(value, hints[name]):
-                raise ValueError(f"{where}.{name} must be {hints[name]}; got {value!r:.80}")
-        plots.append(Plot(**item))
-    return tuple(plots)
+        for key, value in item.items():
+            if not _conforms(value, hints[key]):
+                raise ValueError(f"{where}.{key} must be {hints[key]}; got {value!r:.80}")
+        try:
+            records.append(cls(**item))
+        except AssayValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+    return tuple(records)
 
 
 def _conforms(value: Any, hint: Any) -> bool:

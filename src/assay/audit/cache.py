@@ -1,6 +1,6 @@
 """On-disk cache of what checks computed, so an interrupted audit resumes.
 
-An entry holds a check's output only: metrics, findings, plots, details and the seconds
+An entry holds a check's output only: metrics, findings, plots, galleries, details and the seconds
 it took. Gates and the status are never stored: the runner evaluates the current plan's
 gates on every run, cached or not, so raising a gate can never reuse an old verdict.
 An entry is keyed by the sha256 of everything that decides the output (model
@@ -22,13 +22,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..results import (CheckOutput, findings_from_json, json_safe, metrics_from_json,
-                       plots_from_json)
+from ..results import (CheckOutput, findings_from_json, galleries_from_json, json_safe,
+                       metrics_from_json, plots_from_json)
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 1: whole CheckResults with their gates (before gates were re-evaluated)
-ENTRY_KEYS = ("format", "metrics", "findings", "plots", "details", "seconds")
+FORMAT = 3  # 1: whole CheckResults with their gates; 2: outputs without galleries
+ENTRY_KEYS = ("format", "metrics", "findings", "plots", "details", "seconds", "galleries")
 
 
 def cache_key(**parts: Any) -> str:
@@ -68,7 +68,7 @@ class ResultCache:
         entry = {"format": FORMAT, "metrics": output.metrics,
                  "findings": [asdict(f) for f in output.findings],
                  "plots": [asdict(p) for p in output.plots], "details": output.details,
-                 "seconds": seconds}
+                 "seconds": seconds, "galleries": [asdict(g) for g in output.galleries]}
         text = json.dumps(json_safe(entry), allow_nan=False)
         self.directory.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
@@ -97,5 +97,6 @@ def entry_from_json(raw: Any) -> tuple[CheckOutput, float]:
         raise ValueError(f"'details' must be an object; got {type(raw['details']).__name__}")
     output = CheckOutput(metrics=metrics_from_json(raw["metrics"]),
                          findings=list(findings_from_json(raw["findings"])),
-                         plots=list(plots_from_json(raw["plots"])), details=raw["details"])
+                         plots=list(plots_from_json(raw["plots"])), details=raw["details"],
+                         galleries=list(galleries_from_json(raw["galleries"])))
     return output, float(seconds)

@@ -189,7 +189,8 @@ def judge(spec: CheckSpec, output: CheckOutput, seconds: float, *,
     return CheckResult(spec.id, spec.name, check.pillar,
                        check_status(gates, findings), spec.params, output.metrics, gates,
                        findings, tuple(output.plots), output.details, seconds=seconds,
-                       cached=cached, metric_info=check.describe_metrics(output.metrics))
+                       cached=cached, metric_info=check.describe_metrics(output.metrics),
+                       galleries=tuple(output.galleries))
 
 
 def _execute(spec: CheckSpec, ctx: CheckContext,

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..core.images import gallery, is_image_batch
 from ..core.loading import load_network
 from ..core.model import ModelWrapper
 from ..core.progress import progress_bar
@@ -121,9 +122,31 @@ class CorruptionsCheck(Check):
                      points={"clean_accuracy": ["mean over corruptions", 0],
                              **{f"accuracy@severity={s}": ["mean over corruptions", s]
                                 for s in severities}})
+        galleries = [_sample_gallery(ctx, data, params["corruptions"], severities)] if (
+            len(data) and is_image_batch(data.x)) else []
         return CheckOutput(metrics, findings, [heat, curve], details={
             "grid": grid, "severities": severities, "n": len(data),
-            **({"baseline_grid": accuracy["baseline"][1]} if "baseline" in accuracy else {})})
+            **({"baseline_grid": accuracy["baseline"][1]} if "baseline" in accuracy else {})},
+            galleries=galleries)
+
+
+@torch.no_grad()
+def _sample_gallery(ctx: CheckContext, data, corruptions: list[str], severities: list[int]):
+    """The first sample, clean and under each corruption at severity 3 (else the middle
+    severity run), captioned "corruption: label -> prediction". Its own generator, so the
+    metrics do not depend on it."""
+    severity = 3 if 3 in severities else severities[len(severities) // 2]
+    model, device = ctx.model, ctx.model.device
+    sample = data.x[:1].to(device)
+    gen = seeded_generator(ctx.seed * 1000 + 999, device)
+    shown = torch.cat([sample] + [corrupt(sample, name, severity, generator=gen)
+                                  for name in corruptions])
+    predicted = model.predict(shown, batch_size=len(shown)).tolist()
+    label = int(data.y[0])
+    captions = [f"{name}: {label} -> {pred}"
+                for name, pred in zip(["clean", *corruptions], predicted, strict=True)]
+    return gallery(f"A sample under each corruption at severity {severity}", shown, captions,
+                   columns=8, bounds=model.bounds)
 
 
 def _baseline(ctx: CheckContext, params: dict[str, Any]) -> ModelWrapper:

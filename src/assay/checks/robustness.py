@@ -23,10 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..attacks.evasion import diagnostics as diag
 from ..attacks.evasion.eot import ExpectationOverTransformation
 from ..attacks.evasion.evaluation import (Ensemble, EvaluationResult, PGDRestarts, Protocol,
                                           SquareOnly, evaluate_robustness, is_differentiable)
+from ..core.images import gallery, is_image_batch
 from ..core.progress import progress_bar
 from ..errors import AssayValueError
 from ..results import HIGHER_FRACTION
@@ -37,6 +40,7 @@ NORMS = ("linf", "l2")
 MODES = ("pgd", "quick", "standard")
 EOT_SAMPLES = 20  # passes per query for a stochastic model (AutoAttack's "rand" version)
 BLACK_BOX_ONLY_QUERIES = {"pgd": 1000, "quick": 500, "standard": 5000}  # no gradients
+GALLERY_SAMPLES = 8  # clean inputs shown, each above its adversarial example
 
 
 def metric_name(norm: str, eps: float) -> str:
@@ -109,7 +113,7 @@ class RobustnessCheck(Check):
                 "exported model?): it was evaluated with the black-box Square attack only "
                 f"({BLACK_BOX_ONLY_QUERIES[params['mode']]} queries), so robust accuracy is an "
                 "upper bound; audit its float version for a white-box evaluation."))
-        plots, curves, budget = [], {}, []
+        plots, curves, budget, galleries = [], {}, [], []
         for norm, radii in eps_by_norm(params).items():
             results: dict[float, EvaluationResult] = {}
             for eps in progress_bar(radii, desc=f"{params['mode']} {norm}", enabled=ctx.progress):
@@ -134,6 +138,9 @@ class RobustnessCheck(Check):
                               f"epsilon ({norm})", "accuracy", radii, series,
                               points={metric_name(norm, eps): ["evaluation", eps]
                                       for eps in radii}))
+            if is_image_batch(x):
+                galleries.append(_adversarial_gallery(ctx.model, x, y, results[radii[-1]].x_adv,
+                                                      norm, radii[-1]))
         if params["diagnostics"] and len(x) and not black_box_only:
             correct = first.clean_correct.nonzero().squeeze(1)[:diag.PROBE_POINTS]
             found.append(diag.gradient_health(model, x[correct], y[correct]))
@@ -142,7 +149,19 @@ class RobustnessCheck(Check):
         findings = _findings(found, params, label, budget, len(data))
         return CheckOutput(metrics, findings, plots, details={
             "evaluation": label, "n": len(data), "eot_samples": eot, "curves": curves,
-            "diagnostics": [d.as_dict() for d in found]})
+            "diagnostics": [d.as_dict() for d in found]}, galleries=galleries)
+
+
+def _adversarial_gallery(model, x, y, x_adv, norm: str, eps: float):
+    """The first inputs (top row) above their adversarial examples at ``eps`` (bottom
+    row), each captioned "label -> prediction"."""
+    count = min(GALLERY_SAMPLES, len(x))
+    shown = torch.cat([x[:count], x_adv[:count]])
+    predicted = model.predict(shown, batch_size=len(shown)).tolist()
+    labels = y[:count].tolist() * 2
+    captions = [f"{label} -> {pred}" for label, pred in zip(labels, predicted, strict=True)]
+    return gallery(f"Clean inputs (top) and adversarial examples at {norm} eps={eps:g} (bottom)",
+                   shown, captions, columns=max(count, 1), bounds=model.bounds)
 
 
 def _stochastic(model) -> bool:

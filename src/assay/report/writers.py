@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from ..results import AuditResult, CheckResult
+from ..results import AuditResult, CheckResult, Gallery, cap_galleries
 from .plots import plot_png_data_uri, value_range
 
 REPORT_FILES = ("report.html", "report.json", "junit.xml", "summary.md")
@@ -238,6 +238,9 @@ def render_markdown(result: AuditResult) -> str:
 
 # --------------------------------------------------------------------------- HTML
 _CSS = """
+.gallery{display:grid;gap:.4rem;margin:.6rem 0}.gallery figure{margin:0;text-align:center}
+.gallery img{image-rendering:pixelated;max-width:100%}
+.gallery figcaption{font-size:.75rem;color:#5b6570}
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1000px;
 color:#1d232a;line-height:1.45;padding:0 1rem}
 h1{margin-bottom:.2rem}.muted{color:#5b6570;font-size:.9rem}
@@ -310,11 +313,21 @@ def check_body_html(check: CheckResult, *, beside: CheckResult | None = None) ->
     parts += [f'<img alt="{_e(p.title)}" '
               f'src="{plot_png_data_uri(p, gates=check.gates, limits=limits)}">'
               for p, limits in zip(check.plots, _shared_limits(check, beside), strict=True)]
+    parts += [_gallery_html(g) for g in check.galleries]
     if check.details:
         parts.append(f"<details open><summary>details</summary>{_data_html(check.details)}"
                      f"</details>")
     parts.append(f"<details><summary>parameters</summary>{_data_html(check.params)}</details>")
     return "".join(parts)
+
+
+def _gallery_html(gallery: Gallery) -> str:
+    figures = "".join(f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{_e(image)}">'
+                      f"<figcaption>{_e(caption)}</figcaption></figure>"
+                      for image, caption in zip(gallery.images, gallery.captions, strict=True))
+    note = f'<p class="muted">{_e(gallery.note)}</p>' if gallery.note else ""
+    return (f"<h3>{_e(gallery.title)}</h3>{note}<div class=\"gallery\" style=\"grid-template-"
+            f'columns:repeat({gallery.columns},1fr)">{figures}</div>')
 
 
 def _shared_limits(check: CheckResult, beside: CheckResult | None) -> list:
@@ -488,7 +501,9 @@ def _model_html(model: dict[str, Any]) -> str:
 
 
 def render_html(result: AuditResult) -> str:
-    """A self-contained page: inline CSS, plots as data URIs, no scripts, no network."""
+    """A self-contained page: inline CSS, plots and images as data URIs, no scripts, no
+    network. Galleries are cut to the report's size caps, like in report.json."""
+    result = cap_galleries(result)
     model, data = result.model, result.data
     overview = "".join(
         f'<tr><td><a href="#{_e(c.id)}">{_e(c.id)}</a></td><td>{_badge(c.status)}</td>'
