@@ -1,0 +1,43 @@
+"""Saliency: the gradient of the target logit with respect to the input.
+
+Simonyan, Vedaldi and Zisserman, "Deep Inside Convolutional Networks: Visualising Image
+Classification Models and Saliency Maps", ICLR workshop 2014.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .._params import check_bool
+from ._base import EXPLAINERS, Explainer, check_batch_size, input_gradients
+
+
+@EXPLAINERS.register()
+class Saliency(Explainer):
+    """``|d f_target(x) / dx|`` (the signed gradient with ``abs=False``), as captum's
+    ``Saliency``, whose default is the absolute value too.
+
+    Parameters (keyword-only):
+        abs: take the absolute value of the gradient (default True).
+        batch_size: inputs per forward and backward pass, an int >= 1 or None for one
+            pass (default 256).
+
+    Shapes: ``x`` [N, ...] -> attributions [N, ...].
+
+    Example:
+        >>> import torch
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> Saliency()(net, torch.rand(2, 1, 2, 2)).shape
+        torch.Size([2, 1, 2, 2])
+    """
+
+    name = "saliency"
+
+    def __init__(self, *, abs: bool = True, batch_size: int | None = 256) -> None:
+        owner = type(self).__name__
+        self.abs = check_bool("abs", abs, owner)
+        self.batch_size = check_batch_size(batch_size, owner)
+
+    def _attribute(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, None]:
+        grad = input_gradients(model, x, target, self.batch_size, type(self).__name__)
+        return (grad.abs() if self.abs else grad), None
