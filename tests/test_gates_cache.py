@@ -276,3 +276,41 @@ def test_a_plan_without_gates_says_nothing_was_required(tmp_path, capsys):
                  "--plan", str(plan), "--out", str(tmp_path / "r"), "--quiet"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 0 and "(no gates: nothing was required)" in last
+
+
+@register
+class FileCheck(Check):
+    """Reports the sum of an .npz file's array; the file is one of its input files."""
+
+    name = "test_gc_file"
+    pillar = "test"
+    summary = "reads a file"
+    params = (Param("path", "str", "", "an .npz file"),)
+
+    def metric_names(self, params):
+        return ["total"]
+
+    def input_files(self, params):
+        return [params["path"]]
+
+    def run(self, ctx, params):
+        RUNS.append(params["path"])
+        with np.load(params["path"]) as arrays:
+            return CheckOutput({"total": float(arrays["v"].sum())})
+
+
+def test_an_input_file_changed_in_place_is_not_answered_from_the_cache(model, test_split,
+                                                                        tmp_path):
+    RUNS.clear()
+    path = tmp_path / "values.npz"
+    plan = plan_from_dict({"checks": [{"name": "test_gc_file", "params": {"path": str(path)},
+                                       "gates": ["total >= 1"]}]})
+    np.savez(path, v=np.ones(3))
+    first = run_audit(model, test_split, plan, cache_dir=tmp_path / "c", progress=False)
+    again = run_audit(model, test_split, plan, cache_dir=tmp_path / "c", progress=False)
+    np.savez(path, v=np.zeros(3))  # same path, new contents: a stale PASS would be wrong
+    changed = run_audit(model, test_split, plan, cache_dir=tmp_path / "c", progress=False)
+    assert [first.status, again.checks[0].cached, changed.checks[0].cached] == [
+        "pass", True, False]
+    assert changed.status == "fail" and changed.checks[0].metrics["total"] == 0.0
+    assert len(RUNS) == 2

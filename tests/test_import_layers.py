@@ -52,7 +52,7 @@ def _top(name: str) -> str:
     return name.split(".")[0]
 
 
-@pytest.mark.parametrize("module", REPORT_MODULES + ["assay.results"])
+@pytest.mark.parametrize("module", REPORT_MODULES + ["assay.results", "assay.registry"])
 def test_importing_the_report_or_the_results_loads_no_torch(module):
     code = f"import {module}, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -60,12 +60,17 @@ def test_importing_the_report_or_the_results_loads_no_torch(module):
     assert out.stdout.strip() == "False", out.stderr
 
 
+# The torch-free modules of assay the report may use: the results, the registry its formats
+# are kept in, and the errors and warnings that both raise.
+REPORT_MAY_IMPORT = {"assay.results", "assay.registry", "assay.errors"}
+
+
 def test_the_report_imports_only_the_results_the_stdlib_matplotlib_and_numpy():
     allowed_outside = set(sys.stdlib_module_names) | {"matplotlib", "numpy"}
     assert len(REPORT_MODULES) >= 4
     for module in REPORT_MODULES:
         bad = sorted(i for i in _imports(module)
-                     if not (i == "assay.results" or i.startswith("assay.report")
+                     if not (i in REPORT_MAY_IMPORT or i.startswith("assay.report")
                              or (_top(i) != "assay" and _top(i) in allowed_outside)))
         assert not bad, f"{module} imports {bad}"
 
@@ -76,6 +81,12 @@ def test_the_results_module_imports_no_torch_and_from_assay_only_its_errors():
     assert not {i for i in imports if _top(i) not in sys.stdlib_module_names
                 and _top(i) != "assay"}, imports
     assert all(_top(i) in sys.stdlib_module_names for i in _imports("assay.errors"))
+
+
+def test_the_registry_imports_the_stdlib_and_from_assay_only_its_errors():
+    imports = _imports("assay.registry")
+    assert {i for i in imports if _top(i) == "assay"} <= {"assay.errors"}
+    assert all(_top(i) in sys.stdlib_module_names for i in imports if _top(i) != "assay")
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

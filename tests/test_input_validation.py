@@ -162,13 +162,17 @@ def _plan(*checks):
 
 @pytest.mark.parametrize("entry,match", [
     ({"name": "robustness", "params": {"eps": [0.1, 0.1]}},
-     "'eps' parameter lists 0.1 more than once"),
+     r"check 'robustness': .*'eps' parameter must be .*Got \[0.1, 0.1\] instead: 0.1 is "
+     "listed more than once"),
     ({"name": "robustness", "params": {"norms": ["linf", "l2"], "eps": {"linf": [0.1],
                                                                         "l2": [0.5, 0.5]}}},
-     "lists 0.5 more than once for 'l2'"),
-    ({"name": "robustness", "params": {"norms": ["linf", "linf"]}}, "'norms' parameter lists"),
-    ({"name": "corruptions", "params": {"severities": [1, 1]}}, "'severities' parameter lists 1"),
-    ({"name": "ood", "params": {"detectors": ["msp", "msp"]}}, "'detectors' parameter lists"),
+     "0.5 is listed more than once for 'l2'"),
+    ({"name": "robustness", "params": {"norms": ["linf", "linf"]}},
+     "check 'robustness': .*'norms' parameter .*'linf' is listed more than once"),
+    ({"name": "corruptions", "params": {"severities": [1, 1]}},
+     "check 'corruptions': .*'severities' parameter .*: 1 is listed more than once"),
+    ({"name": "ood", "params": {"detectors": ["msp", "msp"]}},
+     "check 'ood': .*'detectors' parameter .*'msp' is listed more than once"),
     ({"name": "ood", "params": {"ood_sets": ["nonexistent.npz"]}}, "nonexistent.npz: no such file"),
     ({"name": "ood", "params": {"ood_sets": ["svhn:test"]}}, "Unknown data set 'svhn'"),
     ({"name": "corruptions", "params": {"baseline": "nonexistent.pt"}},

@@ -113,6 +113,20 @@ class Registry(Mapping[str, T], Generic[T]):
         return f"Registry({self.kind!r}, group={self.group!r}, {len(self)} entries)"
 
     # -- loading ----------------------------------------------------------------------
+    def reload(self) -> None:
+        """Forget the plug-ins and read the entry points again (after a package was
+        installed into the running interpreter; tests replace :func:`entry_points`). A
+        plug-in module that registered its entries when imported is not imported again."""
+        if not self._loaded:
+            self._load()
+            return
+        for name in self._plugins:
+            del self._entries[name]
+        self._plugins.clear()
+        if self.group is not None:
+            for entry in entry_points(self.group):
+                self._load_plugin(entry)
+
     def _load(self) -> None:
         if self._loaded:
             return
@@ -135,7 +149,13 @@ class Registry(Mapping[str, T], Generic[T]):
         self._loading_plugin = source
         try:
             obj = entry.load()
-            if not isinstance(obj, types.ModuleType):
+            own_name = getattr(obj, "name", entry.name)
+            if not isinstance(obj, types.ModuleType) and own_name != entry.name:
+                # A check is looked up by the entry's name but reports its own.
+                warnings.warn(f"The {self.kind} plug-in {source} is left out: it names itself "
+                              f"{own_name!r}. Fix: give the entry point the same name.",
+                              AssayWarning, stacklevel=3)
+            elif not isinstance(obj, types.ModuleType):
                 self.add(entry.name, obj)
         except Exception as err:  # a broken plug-in must not take the built-ins down
             self._entries = before

@@ -91,7 +91,7 @@ class Gallery:
 class CheckOutput:
     """What ``Check.run`` returns (and the cache stores): no gates, no status."""
 
-    metrics: dict[str, float]
+    metrics: Mapping[str, float | None]  # None: not measurable here (a gate on it fails)
     findings: list[Finding] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)

@@ -1,28 +1,62 @@
-"""Executors run the audit's tasks. In-process now; a Ray executor plugs in later.
+"""Executors run an audit's tasks, and the pieces a check fans out.
 
-A task is a zero-argument callable returning a ``CheckResult``; it caches its own
-result, so any executor that runs tasks gets resumability for free.
+An executor gets the tasks (data: :class:`~assay.audit.tasks.Task`), the inputs they share
+(:class:`~assay.audit.tasks.AuditInputs`, once per audit) and the cache, and yields one
+:class:`~assay.audit.tasks.TaskOutcome` per task in the order given; each task runs through
+:func:`~assay.audit.tasks.run_task`, which reads and writes the cache, so any executor that
+runs tasks resumes an interrupted audit, mid-check included. ``map(fn, items)`` is how a
+check fans out independent pieces (``CheckContext.map``): the local executor runs them one
+after another. Another executor (Ray) would ship ``inputs.to_payload()`` once, run tasks
+where it likes with a cache that every worker reads (:class:`~assay.audit.cache.CacheStore`)
+and keep the order of its outcomes. Executors are plug-ins: :data:`EXECUTORS`, entry-point
+group ``assay.executors``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
-from ..results import CheckResult
+from ..registry import Registry
+from .cache import CacheStore
+from .tasks import AuditInputs, Task, TaskOutcome, run_task
 
-Task = Callable[[], CheckResult]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Executor(Protocol):
-    def map(self, tasks: Sequence[Task]) -> Iterator[CheckResult]:
-        """Run ``tasks`` and yield their results in the order given."""
+    def run(self, tasks: Sequence[Task], inputs: AuditInputs,
+            cache: CacheStore | None) -> Iterator[TaskOutcome]:
+        """Run ``tasks`` on ``inputs`` and yield their outcomes in the order given."""
+        ...
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``[fn(item) for item in items]``, in the order given, run however it likes."""
         ...
 
 
 class LocalExecutor:
-    """Runs tasks one after another in this process."""
+    """Runs tasks, and the pieces a check maps, one after another in this process."""
 
-    def map(self, tasks: Sequence[Task]) -> Iterator[CheckResult]:
+    def run(self, tasks: Sequence[Task], inputs: AuditInputs,
+            cache: CacheStore | None) -> Iterator[TaskOutcome]:
         for task in tasks:
-            yield task()
+            yield run_task(task, inputs, cache, executor=self)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        return [fn(item) for item in items]  # lazily: a progress bar over items advances
+
+
+EXECUTORS: Registry[Callable[[], Executor]] = Registry("executor", group="assay.executors")
+EXECUTORS.add("local", LocalExecutor)
+
+
+def get_executor(executor: Executor | str | None) -> Executor:
+    """``executor`` itself, the registered executor of that name built with no arguments,
+    or the local executor for None."""
+    if executor is None:
+        return LocalExecutor()
+    if isinstance(executor, str):
+        return EXECUTORS.lookup(executor)()
+    return executor

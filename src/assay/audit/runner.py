@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import platform
 import sys
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,12 @@ from .._version import __version__
 from ..checks import CheckContext, CheckOutput, Finding, get_check
 from ..core.data import Dataset, outside_bounds
 from ..core.model import ModelWrapper
-from ..core.threads import Threads, check_threads, threads_for
+from ..core.threads import Threads, check_threads
 from ..errors import AssayValueError, AssayWarning
-from .cache import ResultCache, cache_key
-from .executors import Executor, LocalExecutor
+from .cache import CacheStore, DirectoryCache
+from .executors import Executor, get_executor
 from .plan import CheckSpec, Plan
+from .tasks import AuditInputs, Task, TaskOutcome, execute, task_key
 from ..results import AuditResult, CheckResult, GateResult, check_status, overall_status
 
 log = logging.getLogger(__name__)
@@ -95,8 +94,8 @@ def preflight(model: ModelWrapper, data: Dataset, plan: Plan | None = None, *,
 
 def run_audit(model: ModelWrapper, data: Dataset, plan: Plan, *,
               train_data: Dataset | None = None, cache_dir: str | Path | None = None,
-              executor: Executor | None = None, progress: bool = True,
-              model_info: dict[str, Any] | None = None,
+              cache: CacheStore | None = None, executor: Executor | str | None = None,
+              progress: bool = True, model_info: dict[str, Any] | None = None,
               data_root: str | Path | None = None, threads: Threads = "auto") -> AuditResult:
     """Run every check of ``plan`` on ``model`` and ``data`` and return the results.
 
@@ -114,65 +113,51 @@ def run_audit(model: ModelWrapper, data: Dataset, plan: Plan, *,
     :mod:`assay.core.threads`: small models beside a busy neighbour ran up to 17x slower on
     two threads), an int fixes it, None leaves torch's setting.
 
-    Finished checks are cached in ``cache_dir`` (when given): run the same audit again
-    after an interruption and they are read back instead of recomputed. A check that
-    raises becomes status "error" with its message; the others still run.
+    Finished checks, and the pieces of a check still running (a radius, a corruption, a
+    batch of certified points), are cached in ``cache`` (a :class:`CacheStore`) or in the
+    directory ``cache_dir`` (a :class:`DirectoryCache`): run the same audit again after an
+    interruption and they are read back instead of recomputed. ``executor`` runs the tasks
+    (an :class:`Executor`, or the name of one in ``EXECUTORS``; default: in this process).
+    A check that raises becomes status "error" with its message; the others still run.
     """
     started = time.perf_counter()
     threads = check_threads(threads, "run_audit")
+    if cache is not None and cache_dir is not None:
+        raise AssayValueError("run_audit: pass the cache either as cache_dir (a directory) or "
+                              "as cache (a CacheStore), not both.")
     findings = preflight(model, data, plan, train_data=train_data, data_root=data_root)
     model.eval()
-    cache = ResultCache(cache_dir) if cache_dir is not None else None
+    if cache_dir is not None:
+        cache = DirectoryCache(cache_dir)
     model_hash = model.fingerprint()
-    ctx = CheckContext(model=model, data=data, seed=plan.seed, train_data=train_data,
-                       progress=progress, data_root=data_root, training=plan.training)
-    tasks = [_task(spec, ctx, cache, model_hash, threads) for spec in plan.checks]
-    results = []
-    for result in (executor or LocalExecutor()).map(tasks):
-        results.append(result)
-        log.info("[%d/%d] %s", len(results), len(tasks), console_line(result))
-    results = tuple(results)
+    inputs = AuditInputs(model=model, data=data, train_data=train_data, seed=plan.seed,
+                         data_root=data_root, training=plan.training, progress=progress)
+    tasks = [Task(spec, task_key(spec, inputs, model_hash), threads) for spec in plan.checks]
+    results: list[CheckResult] = []
+    # strict: an executor that loses a task must not shrink the audit to a pass
+    for task, outcome in zip(tasks, get_executor(executor).run(tasks, inputs, cache),
+                             strict=True):
+        results.append(_result(task.spec, outcome))
+        log.info("[%d/%d] %s", len(results), len(tasks), console_line(results[-1]))
+    checks = tuple(results)
     info = {"sha256": model_hash, **model.describe(), **(model_info or {})}
     return AuditResult(
         assay_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        status=overall_status(results), model=info, data=_data_info(data, train_data),
-        provenance=_provenance(plan, started, threads), checks=results, findings=tuple(findings))
+        status=overall_status(checks), model=info, data=_data_info(data, train_data),
+        provenance=_provenance(plan, started, threads), checks=checks, findings=tuple(findings))
 
 
-def _task(spec: CheckSpec, ctx: CheckContext, cache: ResultCache | None, model_hash: str,
-          threads: Threads = None):
-    # Everything that decides the check's output, and nothing that only judges it (gates).
-    key = cache_key(model=model_hash, data=ctx.data.sha256(),
-                    train=None if ctx.train_data is None else ctx.train_data.sha256(),
-                    training=None if ctx.training is None else ctx.training.describe(),
-                    data_root=ctx.data_root or os.environ.get("ASSAY_DATA_DIR"),
-                    check=spec.name, params=spec.params, seed=ctx.seed, version=__version__,
-                    torch=torch.__version__, device=str(ctx.model.device))
-
-    def run() -> CheckResult:
-        if cache is not None:
-            hit = cache.get(key)
-            if hit is not None:
-                log.debug("check %s: cached output reused", spec.id)
-                return judge(spec, *hit, cached=True)
-        output, seconds, error = _execute(spec, ctx, threads)
-        if output is None:
-            return _error_result(spec, seconds, error)
-        if cache is not None:
-            try:
-                cache.put(key, output, seconds)
-            except (OSError, TypeError, ValueError) as err:  # the result itself is kept
-                log.warning("check %s: could not cache its output (%s: %s)", spec.id,
-                            type(err).__name__, err)
-        return judge(spec, output, seconds)
-
-    return run
+def _result(spec: CheckSpec, outcome: TaskOutcome) -> CheckResult:
+    """The judged result of a task's outcome: gates and status from the current plan."""
+    if outcome.output is None:
+        return _error_result(spec, outcome.seconds, outcome.error)
+    return judge(spec, outcome.output, outcome.seconds, cached=outcome.cached)
 
 
 def run_check(spec: CheckSpec, ctx: CheckContext) -> CheckResult:
     """Run one check and evaluate its gates; exceptions become status "error"."""
-    output, seconds, error = _execute(spec, ctx)
+    output, seconds, error = execute(spec, ctx)
     return _error_result(spec, seconds, error) if output is None else judge(spec, output, seconds)
 
 
@@ -187,29 +172,10 @@ def judge(spec: CheckSpec, output: CheckOutput, seconds: float, *,
     findings = tuple(output.findings)
     check = get_check(spec.name)
     return CheckResult(spec.id, spec.name, check.pillar,
-                       check_status(gates, findings), spec.params, output.metrics, gates,
+                       check_status(gates, findings), spec.params, dict(output.metrics), gates,
                        findings, tuple(output.plots), output.details, seconds=seconds,
                        cached=cached, metric_info=check.describe_metrics(output.metrics),
                        galleries=tuple(output.galleries))
-
-
-def _execute(spec: CheckSpec, ctx: CheckContext,
-             threads: Threads = None) -> tuple[CheckOutput | None, float, str | None]:
-    """Run the check: (output, seconds, None), or (None, seconds, message) if it raised."""
-    check = get_check(spec.name)
-    start = time.perf_counter()
-    try:
-        with threads_for(threads, ctx.model, ctx.data.x, owner="run_audit") as count:
-            log.debug("check %s: running on %d threads", spec.id, count)
-            output = check.run(ctx, spec.params)
-    except Exception as err:  # a crashing check must not take the audit down
-        message = f"{type(err).__name__}: {err}"
-        log.error("check %s failed: %s", spec.id, message)
-        log.debug("check %s: traceback\n%s", spec.id, traceback.format_exc())
-        return None, time.perf_counter() - start, message
-    finally:
-        ctx.model.eval()
-    return output, time.perf_counter() - start, None
 
 
 def _error_result(spec: CheckSpec, seconds: float, message: str | None) -> CheckResult:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .base import (BUILTIN_MODULES, REGISTRY, Check, CheckContext, CheckOutput, Finding,
+from .base import (BUILTIN_MODULES, CHECKS, REGISTRY, Check, CheckContext, CheckOutput, Finding,
                    MetricInfo, Param, Plot, get_check, load_builtin_checks, register)
 
-__all__ = ["BUILTIN_MODULES", "Check", "CheckContext", "CheckOutput", "Finding", "MetricInfo",
-           "Param", "Plot", "REGISTRY", "get_check", "load_builtin_checks", "register"]
+__all__ = ["BUILTIN_MODULES", "CHECKS", "Check", "CheckContext", "CheckOutput", "Finding",
+           "MetricInfo", "Param", "Plot", "REGISTRY", "get_check", "load_builtin_checks",
+           "register"]

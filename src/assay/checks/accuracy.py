@@ -63,7 +63,7 @@ class AccuracyCheck(Check):
         majority = int(counts.argmax())
         chance = float(counts[majority]) / len(data)
         findings += _chance_findings(acc, low, high, chance, data.classes[majority])
-        worst = min(per_class, key=per_class.get) if per_class else None
+        worst = min(per_class, key=lambda name: per_class[name]) if per_class else None
         if worst is not None:
             findings.append(Finding("info", "worst_class",
                                     f"Lowest per-class accuracy: class {worst!r} at "

@@ -8,24 +8,26 @@ metrics, findings and plot data: plain values, never rendered output.
 
 from __future__ import annotations
 
-import importlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..core.data import Dataset
 from ..core.model import ModelWrapper
 from ..core.training import TrainingRecipe
+from .._params import (Bool, Choice, Constraint, Float, Int, ListOf, ListOrTable, Optional,
+                       Str)
 from ..errors import AssayValueError
+from ..registry import Registry
 # The data a check returns lives in the torch-free results layer; re-exported here.
 from ..results import CheckOutput, Finding, MetricInfo, Plot, describe_metrics
 
-__all__ = ["BUILTIN_MODULES", "Check", "CheckContext", "CheckOutput", "Finding", "MetricInfo",
-           "Param", "Plot", "REGISTRY", "get_check", "load_builtin_checks", "radius_limit",
-           "radius_problem", "register"]
+__all__ = ["BUILTIN_MODULES", "CHECKS", "Check", "CheckContext", "CheckOutput", "Finding",
+           "MetricInfo", "Param", "Plot", "REGISTRY", "get_check", "load_builtin_checks",
+           "radius_limit", "radius_problem", "register"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,10 @@ class Param:
 
     ``kind`` names the accepted type: "int", "float", "bool", "str", "list[float]",
     "list[int]", "list[str]" or "float-list-or-table" (a list of numbers, or a table of such lists
-    keyed by ``allowed`` values). ``allowed`` restricts str values and list items.
+    keyed by ``allowed`` values). ``allowed`` restricts str values and list items (the keys
+    of a table); ``low`` and ``high`` bound numbers. They are turned into ``constraint``
+    (see :mod:`assay._params`), which validates the parameter; a parameter whose default
+    is None also takes None. Lists are non-empty and list each value once.
     """
 
     name: str
@@ -44,6 +49,33 @@ class Param:
     allowed: tuple[Any, ...] | None = None
     low: float | None = None
     high: float | None = None
+    constraint: Constraint = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "constraint", _constraint_of(self))
+
+
+def _constraint_of(param: Param) -> Constraint:
+    """The constraint that ``param``'s kind, allowed values and bounds declare."""
+    allowed = tuple(param.allowed) if param.allowed is not None else None
+    numbers = Float(param.low, param.high)
+    ints = Int(None if param.low is None else math.ceil(param.low),
+               None if param.high is None else math.floor(param.high))
+    kinds: dict[str, Callable[[], Constraint]] = {
+        "int": lambda: ints,
+        "float": lambda: numbers,
+        "bool": Bool,
+        "str": lambda: Choice(allowed) if allowed is not None else Str(),
+        "list[float]": lambda: ListOf(numbers),
+        "list[int]": lambda: ListOf(Choice(allowed) if allowed is not None else ints),
+        "list[str]": lambda: ListOf(Choice(allowed) if allowed is not None else Str()),
+        "float-list-or-table": lambda: ListOrTable(ListOf(numbers), allowed or ()),
+    }
+    if param.kind not in kinds:
+        raise AssayValueError(f"Param {param.name!r}: unknown kind {param.kind!r}; "
+                              f"known: {sorted(kinds)}.")
+    constraint = kinds[param.kind]()
+    return Optional(constraint) if param.default is None else constraint
 
 
 @dataclass(frozen=True)
@@ -52,7 +84,12 @@ class CheckContext:
     training split, and the audit's seed. ``progress`` enables progress bars;
     ``data_root`` is where a check reads further data sets (None: ``$ASSAY_DATA_DIR``);
     ``training`` is the plan's ``[training]`` recipe (the model's, and the one reference
-    models follow), None when the plan has none."""
+    models follow), None when the plan has none.
+
+    ``pieces`` (the runner's ``assay.audit.cache.TaskPieces``: the cached pieces of this
+    task, scoped to its cache key) and ``executor`` (the one running the audit) serve
+    :meth:`piece` and :meth:`map`; without them a piece is just computed and a map runs in
+    order."""
 
     model: ModelWrapper
     data: Dataset
@@ -61,6 +98,29 @@ class CheckContext:
     progress: bool = True
     data_root: str | Path | None = None
     training: TrainingRecipe | None = None
+    pieces: Any = None
+    executor: Any = None
+
+    def piece(self, name: str, compute: Callable[[], Any], *,
+              encode: Callable[[Any], Any] | None = None,
+              decode: Callable[[Any], Any] | None = None) -> Any:
+        """The piece ``name`` of this check: read back from the cache when an earlier
+        (interrupted) run stored it, else ``compute()``, stored as soon as it returns.
+        ``encode`` turns the value into JSON values and tensors (default: it is one);
+        ``decode`` turns that back, raising ValueError (or TypeError, KeyError) for a
+        stored value that does not fit, which is then recomputed. The name must tell the
+        check's pieces apart; the cache key already holds the parameters, model, data,
+        seed and versions."""
+        if self.pieces is None:
+            return compute()
+        return self.pieces.piece(name, compute, encode=encode, decode=decode)
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        """``[fn(item) for item in items]`` through the audit's executor, which may run
+        independent pieces anywhere (the local executor: one after another, in order)."""
+        if self.executor is None:
+            return [fn(item) for item in items]
+        return self.executor.map(fn, items)
 
 
 class Check(ABC):
@@ -97,6 +157,12 @@ class Check(ABC):
         Called when the plan is loaded."""
         return []
 
+    def input_files(self, params: dict[str, Any]) -> list[str]:
+        """Files named by ``params`` whose contents decide the output (a baseline model, an
+        OOD set): the cache key holds their sha256, so a file changed in place is never
+        answered from the cache."""
+        return []
+
     def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
         """Problems with ``params`` for this model and data (an eps larger than the input
         range, a data set that is not there), each naming the parameter and the fix. The
@@ -110,71 +176,17 @@ class Check(ABC):
                     for key in given if key not in declared]
         resolved: dict[str, Any] = {}
         for param in self.params:
-            value = given.get(param.name, param.default)
-            problem = _validate(param, value)
-            if problem:
-                problems.append(problem)
-            else:
-                resolved[param.name] = _normalise(param, value)
+            try:
+                resolved[param.name] = param.constraint.check(
+                    param.name, given.get(param.name, param.default), "")  # prefixed below
+            except AssayValueError as err:
+                problems.append(str(err).rstrip("."))  # joined with "; " below
         if not problems:
             problems = self.validate_params(resolved)
         if problems:
             prefix = f"{where}check {self.name!r}: "
             raise AssayValueError(prefix + "; ".join(problems))
         return resolved
-
-
-def _validate(param: Param, value: Any) -> str | None:
-    def is_number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    expected = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": is_number,
-        "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "list[float]": lambda v: isinstance(v, list) and bool(v) and all(map(is_number, v)),
-        "list[int]": lambda v: isinstance(v, list) and bool(v) and all(
-            isinstance(i, int) and not isinstance(i, bool) for i in v),
-        "list[str]": lambda v: isinstance(v, list) and bool(v) and all(
-            isinstance(i, str) for i in v),
-        "float-list-or-table": lambda v: (
-            isinstance(v, list) and bool(v) and all(map(is_number, v)))
-        or (isinstance(v, dict) and bool(v) and all(
-            isinstance(i, list) and i and all(map(is_number, i)) for i in v.values())),
-    }[param.kind]
-    if value is None and param.default is None:
-        return None
-    allowed_text = f" ({param.doc})" if param.doc else ""
-    if not expected(value):
-        return (f"the {param.name!r} parameter must be {param.kind}{allowed_text}; "
-                f"got {value!r}")
-    items = (value if isinstance(value, list) else list(value) if isinstance(value, dict)
-             else [value])
-    if param.allowed is not None and param.kind in ("str", "list[str]", "list[int]",
-                                                    "float-list-or-table"):
-        keys = items if param.kind != "float-list-or-table" or isinstance(value, dict) else []
-        bad = [i for i in keys if i not in param.allowed]
-        if bad:
-            return (f"the {param.name!r} parameter must be one of {list(param.allowed)}; "
-                    f"got {bad[0]!r}")
-    numbers = [v for v in (value if isinstance(value, list) else
-                           sum(value.values(), []) if isinstance(value, dict) else [value])
-               if is_number(v)]
-    if param.low is not None and any(v < param.low for v in numbers):
-        return f"the {param.name!r} parameter must be >= {param.low}; got {value!r}"
-    if param.high is not None and any(v > param.high for v in numbers):
-        return f"the {param.name!r} parameter must be <= {param.high}; got {value!r}"
-    # A repeated entry would run twice and be reported once (metric names collide).
-    lists = value.items() if isinstance(value, dict) else [(None, value)] \
-        if isinstance(value, list) else []
-    for key, entries in lists:
-        repeated = [v for i, v in enumerate(entries) if v in entries[:i]]
-        if repeated:
-            where = f" for {key!r}" if key is not None else ""
-            return (f"the {param.name!r} parameter lists {repeated[0]!r} more than once{where}; "
-                    f"list each value once (got {value!r})")
-    return None
 
 
 def radius_limit(norm: str, bounds: tuple[float, float], input_shape: tuple[int, ...]) -> float:
@@ -200,43 +212,28 @@ def radius_problem(name: str, norm: str, radii: list[float], ctx: CheckContext) 
             f"Fix: use radii up to {limit:g}")
 
 
-def _normalise(param: Param, value: Any) -> Any:
-    if param.kind == "float" and value is not None:
-        return float(value)
-    if param.kind == "list[float]":
-        return [float(v) for v in value]
-    if param.kind == "float-list-or-table" and isinstance(value, list):
-        return [float(v) for v in value]
-    if param.kind == "float-list-or-table" and isinstance(value, dict):
-        return {k: [float(v) for v in vs] for k, vs in value.items()}
-    return value
+BUILTIN_MODULES = ("accuracy", "robustness", "corruptions", "calibration", "conformal", "ood",
+                   "compression", "certified", "explanations")
 
-
-REGISTRY: dict[str, type[Check]] = {}
+# Built-in checks are imported on first use (by name: the check modules import this one);
+# other packages add theirs through the "assay.checks" entry-point group.
+CHECKS: Registry[type[Check]] = Registry(
+    "check", group="assay.checks", builtins=[f"{__package__}.{m}" for m in BUILTIN_MODULES])
+REGISTRY = CHECKS  # the name this registry had before it was a Registry
 
 
 def register(cls: type[Check]) -> type[Check]:
     """Class decorator: make the check available to plans by its ``name``."""
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise AssayValueError(f"A check named {cls.name!r} is already registered.")
-    REGISTRY[cls.name] = cls
-    return cls
+    return CHECKS.add(cls.name, cls)
 
 
-BUILTIN_MODULES = ("accuracy", "robustness", "corruptions", "calibration", "conformal", "ood",
-                   "compression", "certified")
-
-
-def load_builtin_checks() -> dict[str, type[Check]]:
-    """Import the built-in check modules (each registers itself) and return the registry."""
-    # By name, at call time: the check modules import this one.
-    for module in BUILTIN_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
-    return REGISTRY
+def load_builtin_checks() -> Registry[type[Check]]:
+    """The check registry, with the built-in checks and the plug-ins loaded."""
+    CHECKS.names()
+    return CHECKS
 
 
 def get_check(name: str) -> Check:
-    load_builtin_checks()
-    if name not in REGISTRY:
-        raise AssayValueError(f"Unknown check {name!r}; registered checks: {sorted(REGISTRY)}.")
-    return REGISTRY[name]()
+    """A new instance of the check called ``name``; an unknown name is an error listing
+    the registered ones."""
+    return CHECKS.lookup(name)()

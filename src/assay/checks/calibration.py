@@ -76,7 +76,8 @@ class CalibrationCheck(Check):
         before = reliability_diagram_data(logits, y, n_bins=params["n_bins"], inputs="logits")
         after = reliability_diagram_data(logits / temperature, y, n_bins=params["n_bins"],
                                          inputs="logits")
-        centres = [round((lo + hi) / 2, 4) for lo, hi in zip(before.bin_lower, before.bin_upper)]
+        centres = [round((lo + hi) / 2, 4) for lo, hi in zip(before.bin_lower, before.bin_upper)
+                   if lo is not None and hi is not None]  # equal-width edges: never None
         findings = []
         if metrics["ece"] > 0.05:
             direction = "overconfident" if temperature > 1 else "underconfident"

@@ -32,8 +32,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
-from ..defenses.smoothing import SmoothedClassifier, max_certified_radius
+from ..core.progress import progress_bar
+from ..defenses.smoothing import Certification, SmoothedClassifier, max_certified_radius
 from ..results import HIGHER_FRACTION, LOWER_FRACTION
 from .base import (Check, CheckContext, CheckOutput, Finding, Param, Plot, radius_problem,
                    register)
@@ -41,6 +43,9 @@ from .base import (Check, CheckContext, CheckOutput, Finding, Param, Plot, radiu
 # Thresholds of the "not trained with noise" warning.
 MAX_ABSTAIN_RATE = 0.5
 MAX_NOISE_ACCURACY_DROP = 0.3
+# Noisy forward passes per cached piece of points: 10 points at the defaults (n0 = 100,
+# n = 10000), so a killed certification loses at most that much work.
+PIECE_PASSES = 100_000
 
 
 def metric_name(radius: float) -> str:
@@ -88,9 +93,7 @@ class CertifiedRobustnessCheck(Check):
         sigma, n, alpha = params["sigma"], params["n"], params["alpha"]
         data = ctx.data.subset(params["n_samples"])
         model = ctx.model
-        smoothed = SmoothedClassifier(model, sigma=sigma, batch_size=params["batch_size"],
-                                      seed=ctx.seed, progress=ctx.progress)
-        result = smoothed.certify(data.x, n0=params["n0"], n=n, alpha=alpha)
+        result = _certify_in_pieces(ctx, data.x, params)
         y = data.y.to(result.prediction.device)
         correct = result.prediction == y
         radius = result.radius.cpu().numpy()
@@ -144,6 +147,66 @@ class CertifiedRobustnessCheck(Check):
                    "radius": [float(r) for r in radius],
                    "label": data.y.tolist()}
         return CheckOutput(metrics, findings, [plot], details)
+
+
+def _certify_in_pieces(ctx: CheckContext, x: torch.Tensor,
+                       params: dict[str, Any]) -> Certification:
+    """CERTIFY ``x`` in pieces of at most :data:`PIECE_PASSES` noisy forward passes (one
+    point at least), each a cache piece, so a killed certification resumes at its first
+    missing piece. The first piece draws its noise from the audit's seed, as one call on
+    every point did; piece i > 0 from a seed spawned from it (numpy's SeedSequence), so the
+    pieces' noise is independent."""
+    per_piece = max(1, PIECE_PASSES // (params["n0"] + params["n"]))
+    starts = list(range(0, len(x), per_piece)) or [0]
+    several = len(starts) > 1
+
+    def certify(item: tuple[int, int]) -> Certification:
+        index, start = item
+        stop = start + per_piece
+        seed = ctx.seed if index == 0 else int(
+            np.random.SeedSequence(ctx.seed, spawn_key=(index,)).generate_state(1)[0])
+        smoothed = SmoothedClassifier(ctx.model, sigma=params["sigma"],
+                                      batch_size=params["batch_size"], seed=seed,
+                                      progress=ctx.progress and not several)
+        return ctx.piece(f"points {start}:{stop}",
+                         lambda: smoothed.certify(x[start:stop], n0=params["n0"],
+                                                  n=params["n"], alpha=params["alpha"]),
+                         encode=_certification_piece,
+                         decode=lambda raw: _certification_from_piece(
+                             raw, len(x[start:stop]), ctx.model.num_classes, params["n"]))
+
+    parts = ctx.map(certify, enumerate(progress_bar(starts, desc="certified points",
+                                                    enabled=ctx.progress and several)))
+    if len(parts) == 1:
+        return parts[0]
+    return Certification(**{name: torch.cat([getattr(p, name) for p in parts])
+                            for name in _CERTIFICATION_TENSORS}, n=params["n"])
+
+
+_CERTIFICATION_TENSORS = ("prediction", "radius", "p_lower", "candidate", "counts")
+_CERTIFICATION_DTYPES = (torch.long, torch.float64, torch.float64, torch.long, torch.long)
+
+
+def _certification_piece(result: Certification) -> dict[str, Any]:
+    return {**{name: getattr(result, name) for name in _CERTIFICATION_TENSORS}, "n": result.n}
+
+
+def _certification_from_piece(raw: dict[str, Any], points: int, num_classes: int,
+                              n: int) -> Certification:
+    """A stored piece of ``points`` certified points; ValueError when a tensor has the
+    wrong shape or type, or the counts do not add up to ``n``."""
+    if raw["n"] != n or set(raw) != {*_CERTIFICATION_TENSORS, "n"}:
+        raise ValueError(f"a certification piece must hold {list(_CERTIFICATION_TENSORS)} "
+                         f"and n = {n}")
+    for name, dtype in zip(_CERTIFICATION_TENSORS, _CERTIFICATION_DTYPES):
+        shape = (points, num_classes) if name == "counts" else (points,)
+        value = raw[name]
+        if not (isinstance(value, torch.Tensor) and value.shape == shape
+                and value.dtype == dtype):
+            raise ValueError(f"{name!r} must be a {dtype} tensor of shape {list(shape)}")
+    if bool((raw["counts"].sum(1) != n).any()):
+        raise ValueError(f"each point's counts must add up to n = {n}")
+    return Certification(**{name: raw[name] for name in _CERTIFICATION_TENSORS}, n=n)
 
 
 __all__ = ["CertifiedRobustnessCheck", "metric_name"]

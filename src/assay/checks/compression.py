@@ -30,6 +30,7 @@ import re
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..attacks.evasion.pgd import PGD
 from ..core.inference import batched_predict
@@ -183,20 +184,21 @@ def _size_unit(largest: float) -> tuple[str, int]:
     return ("MiB", 1024 ** 2) if largest >= 1024 ** 2 else ("KiB", 1024)
 
 
-def _build(variant: str, original: ModelWrapper, ctx: CheckContext) -> ModelWrapper:
+def _build(variant: str, original: ModelWrapper, ctx: CheckContext) -> nn.Module:
+    """The variant, wrapped like ``original`` (the compression functions rewrap it)."""
     kind, value = parse_variant(variant)
-    if kind == "prune":
-        return prune(original, value)
-    if kind == "prune-structured":
-        return prune(original, value, structure="structured")
+    if isinstance(value, float):
+        return prune(original, value,
+                     structure="structured" if kind == "prune-structured" else "unstructured")
     calibration = None
     if value == "static":
         source = ctx.train_data if ctx.train_data is not None else ctx.data
         calibration = source.x[:CALIBRATION_SAMPLES]
-    return quantize(original, value, calibration=calibration)
+    return quantize(original, "static" if value == "static" else "dynamic",
+                    calibration=calibration)
 
 
-def _measure(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
+def _measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
              batch: int, *, transfer: bool) -> dict[str, Any]:
     # int8 variants run on the CPU, where x and x_adv were moved for them
     correct = batched_predict(model, x, batch_size=batch, device=x.device) == y

@@ -62,6 +62,9 @@ class CorruptionsCheck(Check):
             names += ["mce", "relative_mce"]
         return names
 
+    def input_files(self, params: dict[str, Any]) -> list[str]:
+        return [params["baseline"]] if params["baseline"] else []
+
     def validate_params(self, params: dict[str, Any]) -> list[str]:
         baseline = params["baseline"]
         if baseline is not None and not Path(baseline).is_file():
@@ -94,7 +97,7 @@ class CorruptionsCheck(Check):
         models = {"model": ctx.model}
         if params["baseline"]:
             models["baseline"] = _baseline(ctx, params)
-        accuracy = {name: _accuracy_grid(model, data, params, severities, ctx)
+        accuracy = {name: _accuracy_grid(model, data, params, severities, ctx, piece=name)
                     for name, model in models.items()}
         clean, grid = accuracy["model"]
         metrics: dict[str, float] = {"clean_accuracy": clean}
@@ -163,27 +166,52 @@ def _like(model: ModelWrapper, net: torch.nn.Module) -> ModelWrapper:
                         bounds=model.bounds, mean=mean, std=std, name="baseline").to(model.device)
 
 
-@torch.no_grad()
 def _accuracy_grid(model: ModelWrapper, data, params: dict[str, Any], severities: list[int],
-                   ctx: CheckContext) -> tuple[float, dict[str, list[float]]]:
+                   ctx: CheckContext, piece: str) -> tuple[float, dict[str, list[float]]]:
     """Clean accuracy and {corruption: [accuracy per severity]}; seeded per cell, so a
-    cell's corrupted images do not depend on which other cells run."""
-    device, batch = model.device, params["batch_size"]
+    cell's corrupted images do not depend on which other cells run. Each corruption's row
+    is a piece (named ``piece`` and the corruption) that a resumed check reads back."""
+    batch = params["batch_size"]
+    with torch.no_grad():
+        clean = float((model.predict(data.x, batch_size=batch) == data.y.to(model.device))
+                      .float().mean())
+
+    def row(item: tuple[int, str]) -> list[float]:
+        index, name = item
+        return ctx.piece(f"{piece} {name}",
+                         lambda: _corruption_row(model, data, name, index, severities, ctx.seed,
+                                                 batch),
+                         decode=lambda raw: _row_from_piece(raw, len(severities)))
+
+    rows = ctx.map(row, enumerate(progress_bar(params["corruptions"], desc="corruptions",
+                                               enabled=ctx.progress)))
+    return clean, dict(zip(params["corruptions"], rows, strict=True))
+
+
+@torch.no_grad()
+def _corruption_row(model: ModelWrapper, data, name: str, index: int, severities: list[int],
+                    seed: int, batch: int) -> list[float]:
+    """The accuracy under corruption ``name`` (the ``index``-th of the check's list) at
+    each severity."""
+    device = model.device
     y = data.y.to(device)
-    clean = float((model.predict(data.x, batch_size=batch) == y).float().mean())
-    grid: dict[str, list[float]] = {}
-    for index, name in enumerate(progress_bar(params["corruptions"], desc="corruptions",
-                                              enabled=ctx.progress)):
-        row = []
-        for severity in severities:
-            gen = seeded_generator(ctx.seed * 1000 + index * 10 + severity, device)
-            correct = 0
-            for start in range(0, len(data), batch):
-                xb = corrupt(data.x[start:start + batch].to(device), name, severity, generator=gen)
-                correct += int((model(xb).argmax(1) == y[start:start + batch]).sum())
-            row.append(correct / len(data))
-        grid[name] = row
-    return clean, grid
+    row = []
+    for severity in severities:
+        gen = seeded_generator(seed * 1000 + index * 10 + severity, device)
+        correct = 0
+        for start in range(0, len(data), batch):
+            xb = corrupt(data.x[start:start + batch].to(device), name, severity, generator=gen)
+            correct += int((model(xb).argmax(1) == y[start:start + batch]).sum())
+        row.append(correct / len(data))
+    return row
+
+
+def _row_from_piece(raw: Any, count: int) -> list[float]:
+    """A stored row: ``count`` accuracies in [0, 1]; ValueError otherwise."""
+    if not (isinstance(raw, list) and len(raw) == count and all(
+            isinstance(a, float) and 0.0 <= a <= 1.0 for a in raw)):
+        raise ValueError(f"a row must hold {count} accuracies in [0, 1]; got {raw!r}")
+    return raw
 
 
 def _mce(ours: tuple[float, dict[str, list[float]]],

@@ -33,14 +33,14 @@ from typing import Any
 
 import torch
 
-from ..core.data import Dataset, check_data_spec, load_data
+from ..core.data import Dataset, check_data_spec, load_data, npz_path
 from ..core.loaders import DIGIT_CLASSES
 from ..core.rng import seeded_generator
 from ..errors import AssayValueError
 from ..metrics.ood import ood_metrics
 from ..shift.corruptions._common import check_images
 from ..shift.ood import DETECTORS
-from ..results import HIGHER_FRACTION, LOWER_FRACTION
+from ..results import HIGHER_FRACTION, LOWER_FRACTION, Level
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
 ROLES = {"mnist": {"far": "fashion-mnist", "near": "corrupted"},
@@ -118,6 +118,9 @@ class OODCheck(Check):
         return [f"{metric}@{det}:{set_label(entry)}" for entry in params["ood_sets"]
                 for det in params["detectors"]
                 for metric in ("auroc", "fpr95", "aupr_in", "aupr_out")]
+
+    def input_files(self, params: dict[str, Any]) -> list[str]:
+        return [path for path in map(npz_path, params["ood_sets"]) if path is not None]
 
     def validate_params(self, params: dict[str, Any]) -> list[str]:
         problems: list[str] = []
@@ -211,7 +214,7 @@ class OODCheck(Check):
                 for label in ood_sets}
         for label, det in best.items():
             auroc = metrics[f"auroc@{det}:{label}"]
-            level = "warn" if auroc < 0.8 else "info"
+            level: Level = "warn" if auroc < 0.8 else "info"
             findings.append(Finding(level, "best_detector",
                                     f"{label} ({resolved[label]}): best detector {det} with "
                                     f"AUROC {auroc:.3f}" + (

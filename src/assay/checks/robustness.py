@@ -21,14 +21,18 @@ evaluation; each one that fails is a "warn" finding with its explanation.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, fields
+from functools import partial
+from typing import Any, cast
 
 import torch
 
 from ..attacks.evasion import diagnostics as diag
 from ..attacks.evasion.eot import ExpectationOverTransformation
 from ..attacks.evasion.evaluation import (Ensemble, EvaluationResult, PGDRestarts, Protocol,
-                                          SquareOnly, evaluate_robustness, is_differentiable)
+                                          SquareOnly, StageReport, evaluate_robustness,
+                                          is_differentiable)
+from ..attacks._projection import Norm
 from ..core.images import gallery, is_image_batch
 from ..core.progress import progress_bar
 from ..errors import AssayValueError
@@ -47,7 +51,7 @@ def metric_name(norm: str, eps: float) -> str:
     return f"robust_accuracy@{norm}={eps:g}"
 
 
-def eps_by_norm(params: dict[str, Any]) -> dict[str, list[float]]:
+def eps_by_norm(params: dict[str, Any]) -> dict[Norm, list[float]]:
     """The eps list of each requested norm: one list for all, or a table keyed by norm."""
     eps = params["eps"]
     if isinstance(eps, dict):
@@ -55,8 +59,8 @@ def eps_by_norm(params: dict[str, Any]) -> dict[str, list[float]]:
         if missing:
             raise AssayValueError(f"check 'robustness': the 'eps' table has no list for norm(s) "
                                   f"{missing}; add e.g. eps = {{ {missing[0]} = [0.1] }}.")
-        return {norm: sorted(set(eps[norm])) for norm in params["norms"]}
-    return {norm: sorted(set(eps)) for norm in params["norms"]}
+        return {cast(Norm, norm): sorted(set(eps[norm])) for norm in params["norms"]}
+    return {cast(Norm, norm): sorted(set(eps)) for norm in params["norms"]}
 
 
 @register
@@ -113,12 +117,19 @@ class RobustnessCheck(Check):
                 "exported model?): it was evaluated with the black-box Square attack only "
                 f"({BLACK_BOX_ONLY_QUERIES[params['mode']]} queries), so robust accuracy is an "
                 "upper bound; audit its float version for a white-box evaluation."))
-        plots, curves, budget, galleries = [], {}, [], []
+        plots, curves, galleries = [], {}, []
+        budget: list[str] = []
+
+        def evaluate(norm: Norm, eps: float) -> EvaluationResult:
+            # One piece per radius: a killed evaluation resumes at the first missing one.
+            return ctx.piece(f"{norm} eps={eps!r}", lambda: evaluate_robustness(
+                model, x, y, eps=eps, norm=norm, seed=seed, batch_size=batch, mode=protocol),
+                encode=evaluation_piece, decode=lambda raw: evaluation_from_piece(raw, x))
+
         for norm, radii in eps_by_norm(params).items():
-            results: dict[float, EvaluationResult] = {}
-            for eps in progress_bar(radii, desc=f"{params['mode']} {norm}", enabled=ctx.progress):
-                results[eps] = evaluate_robustness(model, x, y, eps=eps, norm=norm, seed=seed,
-                                                   batch_size=batch, mode=protocol)
+            evaluated = ctx.map(partial(evaluate, norm), progress_bar(
+                radii, desc=f"{params['mode']} {norm}", enabled=ctx.progress))
+            results: dict[float, EvaluationResult] = dict(zip(radii, evaluated, strict=True))
             first = next(iter(results.values()))
             budget = budget or [f"{s.name} {s.budget}" for s in results[radii[-1]].stages]
             metrics.setdefault("clean_accuracy", first.clean_accuracy)
@@ -150,6 +161,41 @@ class RobustnessCheck(Check):
         return CheckOutput(metrics, findings, plots, details={
             "evaluation": label, "n": len(data), "eot_samples": eot, "curves": curves,
             "diagnostics": [d.as_dict() for d in found]}, galleries=galleries)
+
+
+def evaluation_piece(result: EvaluationResult) -> dict[str, Any]:
+    """What the check reads of an evaluation, as a cache piece: the adversarial examples
+    (galleries, diagnostics), the per-point flags and the stage reports."""
+    return {"x_adv": result.x_adv, "clean_correct": result.clean_correct,
+            "robust": result.robust, "stages": [asdict(s) for s in result.stages]}
+
+
+_PIECE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str, "int": int, "float": (int, float), "bool": bool}
+_STAGE_TYPES = {f.name: _PIECE_TYPES[str(f.type)] for f in fields(StageReport)}
+
+
+def evaluation_from_piece(raw: dict[str, Any], x: torch.Tensor) -> EvaluationResult:
+    """The evaluation of the points ``x`` stored by :func:`evaluation_piece`; ValueError
+    when a tensor has the wrong shape or type, or a stage report the wrong fields."""
+    x_adv, clean, robust = raw["x_adv"], raw["clean_correct"], raw["robust"]
+    if not (isinstance(x_adv, torch.Tensor) and x_adv.shape == x.shape
+            and x_adv.dtype == x.dtype):
+        raise ValueError(f"x_adv must be a {x.dtype} tensor of shape {list(x.shape)}")
+    for flags in (clean, robust):
+        if not (isinstance(flags, torch.Tensor) and flags.shape == (len(x),)
+                and flags.dtype == torch.bool):
+            raise ValueError(f"the per-point flags must be bool tensors of shape [{len(x)}]")
+    if bool((robust & ~clean).any()):
+        raise ValueError("a point is robust but misclassified without attack")
+    stages = []
+    for stage in raw["stages"]:
+        if set(stage) != set(_STAGE_TYPES) or any(
+                isinstance(stage[k], bool) != (t is bool) or not isinstance(stage[k], t)
+                for k, t in _STAGE_TYPES.items()):
+            raise ValueError(f"a stage report must have the fields {sorted(_STAGE_TYPES)}")
+        stages.append(StageReport(**stage))
+    return EvaluationResult(x_adv, clean, robust, stages)
 
 
 def _adversarial_gallery(model, x, y, x_adv, norm: str, eps: float):

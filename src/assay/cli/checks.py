@@ -1,4 +1,5 @@
-"""``assay checks``: the registered checks, their parameters and the metrics a gate can
+"""``assay checks``: the registered checks (built-in and other packages' plug-ins, each
+plug-in marked with where it came from), their parameters and the metrics a gate can
 name."""
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ EXIT_OK = 0
 
 def add_parser(commands) -> None:
     commands.add_parser("checks", help="list the registered checks and their parameters",
-                        description="List the registered checks with their parameters.")
+                        description="List the registered checks with their parameters, "
+                                    "plug-in checks of other packages (entry-point group "
+                                    "'assay.checks') included.")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checks import load_builtin_checks
+    from ..checks import CHECKS
 
-    for name, cls in sorted(load_builtin_checks().items()):
+    for name, cls in sorted(CHECKS.items()):
         check = cls()
-        print(f"{name}  [{cls.pillar}]  {cls.summary}")
+        origin = CHECKS.origin(name)
+        source = "" if origin == "assay" else f"  (from plugin {origin})"
+        print(f"{name}  [{cls.pillar}]  {cls.summary}{source}")
         for param in cls.params:
             print(f"    {param.name} ({_param_text(param)}): {param.doc}")
         names = check.metric_names(check.resolve_params({}))

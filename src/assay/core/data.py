@@ -45,6 +45,12 @@ def parse_spec(spec: str) -> tuple[str, str | None, int | None]:
     return name, split, n
 
 
+def npz_path(spec: str) -> str | None:
+    """The .npz file a data spec names ("sets/far.npz:100" -> "sets/far.npz"), or None
+    for a named data set."""
+    return spec.rpartition(".npz")[0] + ".npz" if ".npz" in spec else None
+
+
 def _resolve_spec(spec: object, default_split: str) -> tuple[str | None, str, str, int | None]:
     """``(None, npz_path, "", n)`` or ``(name, "", split, n)`` for a data spec."""
     if isinstance(spec, os.PathLike):
@@ -54,7 +60,7 @@ def _resolve_spec(spec: object, default_split: str) -> tuple[str | None, str, st
                               f"such as 'mnist:test:1000' or a path to an .npz file. Got "
                               f"{spec!r} instead.")
     if ".npz" in spec:
-        path, _, tail = spec.rpartition(".npz")
+        path, _, tail = spec.rpartition(".npz")  # as npz_path
         if tail and not tail.startswith(":"):
             raise AssayValueError(f"Data spec {spec!r}: an .npz path may be followed only "
                                   "by ':N'.")

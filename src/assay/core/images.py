@@ -29,7 +29,8 @@ def png_base64(image: torch.Tensor, size: int = IMAGE_SIZE) -> str:
     array = pixels.permute(1, 2, 0).numpy()
     picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
     scale = max(1, -(-size // max(picture.size)))  # ceil: whole pixels only
-    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    picture = picture.resize((picture.width * scale, picture.height * scale),
+                             Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=True)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -167,7 +167,7 @@ def channels_last_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with 4-D weights in channels_last format; the model itself when
     it cannot be copied (e.g. a module holding an uncopyable handle)."""
     try:
-        return copy.deepcopy(model).to(memory_format=torch.channels_last)
+        return copy.deepcopy(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     except Exception:
         return model
 
@@ -243,7 +243,7 @@ class AutoCompiledForward:
     ``torch.no_grad()`` with the model in eval mode.
     """
 
-    def __init__(self, model: Callable[[Tensor], Tensor], *, passes: int,
+    def __init__(self, model: nn.Module, *, passes: int,
                  compile: bool | None, owner: str, probe: int = 3,
                  min_seconds: float = 10.0, keep_ratio: float = 0.9) -> None:
         self.model, self.owner, self.passes = model, owner, passes

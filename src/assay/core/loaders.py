@@ -24,13 +24,15 @@ import shutil
 import tarfile
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from ..errors import AssayValueError
+from ..registry import Registry
 from .dataset import Dataset
 from .rng import seeded_generator
 
@@ -199,7 +201,10 @@ def _cifar_batches(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor
 _JPEG_NAME = re.compile(r"(?:^|/)(train|test)/([^/]+)/(\d+)\.jpg$")
 
 
-def _interleave(entries: list[tuple[str, str, int, object]]) -> list[tuple[str, int, object]]:
+Handle = TypeVar("Handle")  # a file path or an archive member name
+
+
+def _interleave(entries: Sequence[tuple[str, str, int, Handle]]) -> list[tuple[int, int, Handle]]:
     """Order (class, file number) pairs round-robin over classes, so the first N mix classes."""
     keyed = []
     for class_name, _, number, handle in entries:
@@ -326,12 +331,14 @@ def load_npz(path: str | Path) -> Dataset:
                    source=str(path))
 
 
-LOADERS: dict[str, Callable[[str, Path | None], Dataset]] = {
-    "digits": load_digits,
-    "mnist": _idx_loader("mnist", DIGIT_CLASSES),
-    "fashion-mnist": _idx_loader("fashion-mnist", FASHION_CLASSES),
-    "cifar10": load_cifar10,
-}
+# The named data sets, each a function (split, data root or None) -> Dataset; other
+# packages add theirs through the "assay.datasets" entry-point group.
+LOADERS: Registry[Callable[[str, Path | None], Dataset]] = Registry("data set",
+                                                                   group="assay.datasets")
+LOADERS.add("digits", load_digits)
+LOADERS.add("mnist", _idx_loader("mnist", DIGIT_CLASSES))
+LOADERS.add("fashion-mnist", _idx_loader("fashion-mnist", FASHION_CLASSES))
+LOADERS.add("cifar10", load_cifar10)
 
 
 def load_named(name: str, split: str, root: Path | None) -> Dataset:
@@ -351,9 +358,10 @@ def check_available(name: str, split: str, root: Path | None) -> None:
 
 def check_name(name: str, split: str) -> None:
     """Raise unless ``name`` is a known data set and ``split`` one of its splits."""
-    if name not in LOADERS:
-        raise AssayValueError(f"Unknown data set {name!r}; known: {sorted(LOADERS)} or a path "
-                              "to an .npz file.")
+    try:
+        LOADERS.lookup(name)
+    except AssayValueError as err:
+        raise AssayValueError(f"{err} Or give a path to an .npz file.") from None
     if split not in SPLITS:
         raise AssayValueError(f"Unknown split {split!r} for {name}; known: {list(SPLITS)}.")
 

@@ -59,6 +59,9 @@ class ModelWrapper(nn.Module):
     torch.Size([5, 3])
     """
 
+    mean: Tensor | None  # buffers, shaped to broadcast over a batch
+    std: Tensor | None
+
     def __init__(self, net: nn.Module, *, num_classes: int | None, input_shape: Sequence[int],
                  bounds: tuple[float, float] = (0.0, 1.0), mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, name: str = "model") -> None:

@@ -21,6 +21,7 @@ from torch import nn
 
 from .._params import check_choice, check_int
 from ..errors import AssayValueError
+from ..registry import Registry
 
 
 def _mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -35,7 +36,7 @@ def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int
     if len(input_shape) != 3:
         raise AssayValueError(f"The architecture '{name}' needs image input of shape (C, H, W); "
                               f"got input_shape {input_shape}. Use 'mlp' for tabular data.")
-    return input_shape  # type: ignore[return-value]
+    return input_shape
 
 
 def _small_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -98,12 +99,14 @@ def _resnet(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return _PreActResNet(channels, num_classes)
 
 
-ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
-    "mlp": _mlp,
-    "small_cnn": _small_cnn,
-    "lenet": _lenet,
-    "resnet": _resnet,
-}
+# Each architecture, a function (input shape, class count) -> nn.Module; other packages
+# add theirs through the "assay.architectures" entry-point group.
+ARCHITECTURES: Registry[Callable[[tuple[int, ...], int], nn.Module]] = Registry(
+    "architecture", group="assay.architectures")
+ARCHITECTURES.add("mlp", _mlp)
+ARCHITECTURES.add("small_cnn", _small_cnn)
+ARCHITECTURES.add("lenet", _lenet)
+ARCHITECTURES.add("resnet", _resnet)
 
 
 def build(name: str, *, input_shape: Sequence[int], num_classes: int, seed: int = 0) -> nn.Module:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import inspect
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -195,7 +196,8 @@ class HardeningResult:
     collapsed_at: int | None
 
 
-LOSSES = {"pgd": pgd_loss, "trades": trades_loss, "fast": fast_loss}
+LOSSES: dict[str, Callable[..., LossFn]] = {"pgd": pgd_loss, "trades": trades_loss,
+                                           "fast": fast_loss}
 
 
 def adversarial_training(model: nn.Module, data: Dataset, *, method: Method = "pgd",

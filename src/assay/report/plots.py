@@ -87,7 +87,7 @@ def _lines(axes, plot: Plot) -> dict[str, dict]:
     from matplotlib.ticker import MaxNLocator
 
     numeric = _numeric(plot.x)
-    xs = list(plot.x) if numeric else list(range(len(plot.x)))
+    xs = _floats(plot.x) if numeric else [float(i) for i in range(len(plot.x))]
     marker = "o" if len(xs) <= MARKERS_UP_TO else None
     thin_drawn = False
     for label, values in plot.reference.items():
@@ -120,7 +120,7 @@ def _lines(axes, plot: Plot) -> dict[str, dict]:
 
 def _counts(axes, plot: Plot) -> None:
     """The samples behind each point, one bar per series, under the main axes."""
-    xs = plot.x if _numeric(plot.x) else list(range(len(plot.x)))
+    xs = _floats(plot.x) if _numeric(plot.x) else [float(i) for i in range(len(plot.x))]
     step = min((b - a for a, b in zip(xs, xs[1:], strict=False) if b > a), default=1.0)
     series = [label for label in plot.series if plot.counts.get(label)]
     width = 0.8 * step / max(len(series), 1)

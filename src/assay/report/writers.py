@@ -11,11 +11,16 @@ import math
 import os
 import re
 import secrets
+import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..results import AuditResult, CheckResult, Gallery, cap_galleries
+from ..results import AuditResult, CheckResult, Gallery, GateResult, cap_galleries
+from ..errors import AssayWarning
+from ..registry import Registry
 from .plots import plot_png_data_uri, value_range
 
 REPORT_FILES = ("report.html", "report.json", "junit.xml", "summary.md")
@@ -23,14 +28,51 @@ NO_GATES = "no gates: nothing was required"
 _ICON = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "error": "ERROR"}
 
 
+@dataclass(frozen=True)
+class ReportFormat:
+    """One file of the report: its name in the output folder, and the function that
+    renders it from the results alone."""
+
+    filename: str
+    render: Callable[[AuditResult], str]
+
+
+# The report's files by format name: json, junit, markdown and html (registered at the end
+# of this module, below their renderers); other packages add formats (a ReportFormat, or
+# any object with ``filename`` and ``render``) through the "assay.report_formats" group.
+REPORT_FORMATS: Registry[ReportFormat] = Registry("report format", group="assay.report_formats")
+
+
 def write_reports(result: AuditResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write the four reports into ``out_dir`` (created if needed); return their paths."""
+    """Write every report format into ``out_dir`` (created if needed); return their
+    paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return write_files(out, {"report.json": render_json(result),
-                             "junit.xml": render_junit(result),
-                             "summary.md": render_markdown(result),
-                             "report.html": render_html(result)})
+    return write_files(out, render_reports(result))
+
+
+def render_reports(result: AuditResult) -> dict[str, str]:
+    """Each format's file name -> its text. A plug-in format that fails to render, or
+    whose file name is taken or not a plain name, is left out with a warning: it must not
+    cost the audit its built-in reports."""
+    texts: dict[str, str] = {}
+    for name, form in REPORT_FORMATS.items():
+        if REPORT_FORMATS.origin(name) == "assay":
+            texts[form.filename] = form.render(result)
+            continue
+        source = f"The report format plug-in {name!r} ({REPORT_FORMATS.origin(name)})"
+        filename = getattr(form, "filename", None)
+        if (not isinstance(filename, str) or Path(filename).name != filename
+                or filename.startswith(".") or filename in texts):
+            warnings.warn(f"{source} is left out: its file name {filename!r} is taken or not "
+                          "a plain file name.", AssayWarning, stacklevel=2)
+            continue
+        try:
+            texts[filename] = form.render(result)
+        except Exception as err:  # a plug-in's bug must not lose the built-in reports
+            warnings.warn(f"{source} is left out: it failed to render "
+                          f"({type(err).__name__}: {err}).", AssayWarning, stacklevel=2)
+    return texts
 
 
 def write_files(out: Path, texts: dict[str, str]) -> dict[str, Path]:
@@ -106,7 +148,8 @@ def worst_metrics(check: CheckResult) -> list[str]:
             continue
         # The kind: the name before its setting ("@..."), a temperature-scaled one with it.
         kind = name.split("@", 1)[0].removesuffix("_ts")
-        if kind not in worst or value * direction < check.metrics[worst[kind]] * direction:
+        current = check.metrics.get(worst[kind]) if kind in worst else None
+        if current is None or value * direction < current * direction:
             worst[kind] = name
     return list(worst.values())
 
@@ -123,7 +166,7 @@ def render_junit(result: AuditResult) -> str:
     suites = ET.Element("testsuites", name="assay audit")
     totals = {"tests": 0, "failures": 0, "errors": 0}
     for check in result.checks:
-        cases = list(check.gates) or [None]
+        cases: list[GateResult | None] = [*check.gates] or [None]
         suite = ET.SubElement(suites, "testsuite", name=check.id, tests=str(len(cases)),
                               time=f"{check.seconds:.3f}")
         failures = errors = 0
@@ -158,8 +201,8 @@ def render_junit(result: AuditResult) -> str:
         totals["tests"] += len(cases)
         totals["failures"] += failures
         totals["errors"] += errors
-    for key, value in totals.items():
-        suites.set(key, str(value))
+    for key, total in totals.items():
+        suites.set(key, str(total))
     suites.set("time", f"{sum(c.seconds for c in result.checks):.3f}")
     ET.indent(suites)
     return ('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
@@ -338,7 +381,7 @@ def _shared_limits(check: CheckResult, beside: CheckResult | None) -> list:
     for plot in check.plots:
         other = others.get((plot.title, plot.y_label))
         ranges = [r for r in (value_range(plot, check.gates),
-                              other and value_range(other, beside.gates)) if r]
+                              beside and other and value_range(other, beside.gates)) if r]
         limits.append((min(r[0] for r in ranges), max(r[1] for r in ranges))
                       if other is not None and ranges else None)
     return limits
@@ -531,3 +574,12 @@ def render_html(result: AuditResult) -> str:
 {_provenance_html(result)}
 </body></html>
 """
+
+
+# Each renderer is looked up when it runs, so that one replaced in this module (a test's
+# failing renderer) is the one the report uses.
+REPORT_FORMATS.add("json", ReportFormat("report.json", lambda result: render_json(result)))
+REPORT_FORMATS.add("junit", ReportFormat("junit.xml", lambda result: render_junit(result)))
+REPORT_FORMATS.add("markdown", ReportFormat("summary.md",
+                                            lambda result: render_markdown(result)))
+REPORT_FORMATS.add("html", ReportFormat("report.html", lambda result: render_html(result)))

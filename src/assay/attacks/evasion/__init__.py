@@ -1,5 +1,6 @@
-"""Evasion attacks: adversarial examples within a norm ball."""
-from .base import AttackResult, EvasionAttack
+"""Evasion attacks: adversarial examples within a norm ball. ``ATTACKS`` is their registry
+(entry-point group ``assay.attacks``)."""
+from .base import ATTACKS, AttackResult, EvasionAttack
 from .pgd import PGD
 from .fgsm import FGSM
 from .apgd import APGD
@@ -14,8 +15,8 @@ from .eot import ExpectationOverTransformation
 from .evaluation import (APGDCrossEntropy, Ensemble, EvaluationResult, PGDRestarts, Protocol,
                          SingleStep, SquareOnly, Stage, StageReport, evaluate_robustness)
 
-__all__ = ["AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM", "transfer_attack",
-           "DeepFool", "CarliniWagnerL2", "FABT", "Square", "HopSkipJump",
+__all__ = ["ATTACKS", "AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM",
+           "transfer_attack", "DeepFool", "CarliniWagnerL2", "FABT", "Square", "HopSkipJump",
            "ExpectationOverTransformation",
            "EvaluationResult",
            "Stage", "StageReport", "evaluate_robustness",

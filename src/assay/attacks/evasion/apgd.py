@@ -13,12 +13,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ..._params import Bool, Choice, Float, Int, Optional, Seed, check_choice
 from ...core.rng import seeded_generator
 from ...errors import AssayValueError
 from .._losses import margin
 from .._projection import Norm, ascent_direction, project, random_in_ball
-from .base import AttackResult, EvasionAttack, check_batch_size
+from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
 
 Loss = Literal["ce", "dlr", "dlr-targeted"]
 
@@ -46,6 +46,7 @@ def dlr_targeted_loss(logits: Tensor, label: Tensor, target: Tensor) -> Tensor:
     return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
+@ATTACKS.register("apgd")
 class APGD(EvasionAttack):
     """APGD in an Linf or L2 ball on the cross-entropy or the DLR loss.
 
@@ -91,34 +92,48 @@ class APGD(EvasionAttack):
     (True, torch.Size([8]))
     """
 
+    constraints = {
+        "eps": Float(low=0.0),
+        "norm": Choice(("linf", "l2")),
+        "n_iter": Int(low=0),
+        "n_restarts": Int(low=1),
+        "targeted": Bool(),
+        "target_class_rank": Optional(Int(low=2)),
+        "loss": Choice(("ce", "dlr", "dlr-targeted")),
+        "rho": Float(low=0.0, high=1.0, low_open=True, high_open=True),
+        "alpha": Float(low=0.0, high=1.0, low_open=True),
+        "early_stop": Bool(),
+        "seed": Seed(),
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(self, *, eps: float, norm: Norm = "linf", n_iter: int = 100,
                  n_restarts: int = 1, loss: Loss = "ce", targeted: bool = False,
                  target_class_rank: int | None = None, rho: float = 0.75,
                  alpha: float = 0.75, early_stop: bool = True, seed: int | None = None,
                  batch_size: int | None = None) -> None:
-        owner = "APGD"
-        self.eps = check_float("eps", eps, owner, low=0.0)
-        self.norm: Norm = check_choice("norm", norm, ("linf", "l2"), owner)
-        self.n_iter = check_int("n_iter", n_iter, owner, low=0)
-        self.n_restarts = check_int("n_restarts", n_restarts, owner, low=1)
-        self.targeted = check_bool("targeted", targeted, owner)
-        if target_class_rank is not None:
-            if self.targeted:
-                check_choice("target_class_rank", target_class_rank, (None,),
-                             "APGD with targeted=True")
-            check_int("target_class_rank", target_class_rank, owner, low=2)
-        self.target_class_rank = target_class_rank
+        self.eps = self._validated("eps", eps)
+        self.norm: Norm = self._validated("norm", norm)
+        self.n_iter = self._validated("n_iter", n_iter)
+        self.n_restarts = self._validated("n_restarts", n_restarts)
+        self.targeted = self._validated("targeted", targeted)
+        self.target_class_rank = self._validated("target_class_rank", target_class_rank)
+        self._validated("loss", loss)
+        # Cross-parameter rules: given targets leave no rank to choose, and a target (given
+        # or ranked) needs a loss that uses it.
+        if target_class_rank is not None and self.targeted:
+            check_choice("target_class_rank", target_class_rank, (None,),
+                         "APGD with targeted=True")
         if self.targeted or target_class_rank is not None:
             self.loss: Loss = check_choice("loss", loss, ("ce", "dlr-targeted"),
                                            "APGD with a target")
         else:
             self.loss = check_choice("loss", loss, ("ce", "dlr"), "APGD without a target")
-        self.rho = check_float("rho", rho, owner, low=0.0, high=1.0, low_open=True,
-                               high_open=True)
-        self.alpha = check_float("alpha", alpha, owner, low=0.0, high=1.0, low_open=True)
-        self.early_stop = check_bool("early_stop", early_stop, owner)
-        self.seed = check_optional_seed("seed", seed, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.rho = self._validated("rho", rho)
+        self.alpha = self._validated("alpha", alpha)
+        self.early_stop = self._validated("early_stop", early_stop)
+        self.seed = self._validated("seed", seed)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _objective(self, logits: Tensor, label: Tensor, target: Tensor | None) -> Tensor:
         """The per-sample loss the attack maximises."""
@@ -128,6 +143,8 @@ class APGD(EvasionAttack):
             return -F.cross_entropy(logits, target, reduction="none")
         if self.loss == "dlr":
             return dlr_loss(logits, label)
+        if target is None:  # __init__ refuses dlr-targeted without targets
+            raise RuntimeError("APGD: the targeted DLR loss needs target classes")
         return dlr_targeted_loss(logits, label, target)
 
     def _evaluate(self, model: nn.Module, point: Tensor, label: Tensor,
@@ -160,7 +177,7 @@ class APGD(EvasionAttack):
                                       f"the model has {clean.shape[1]}.")
             if self.targeted:
                 label, target = clean.argmax(dim=1), y
-            else:
+            elif self.target_class_rank is not None:
                 target = clean.argsort(dim=1, descending=True)[:, self.target_class_rank - 1]
         elif self.loss == "dlr":
             with torch.no_grad():
@@ -174,7 +191,7 @@ class APGD(EvasionAttack):
 
         def achieved(logits: Tensor, lab: Tensor, tgt: Tensor | None) -> Tensor:
             pred = logits.argmax(dim=1)
-            return pred == tgt if self.targeted else pred != lab
+            return pred == tgt if self.targeted and tgt is not None else pred != lab
 
         def bound(point: Tensor, x0: Tensor) -> Tensor:
             return (x0 + project(point - x0, self.norm, self.eps)).clamp(lo, hi)

@@ -4,15 +4,18 @@ model's eval mode during the attack (restored afterwards)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..._params import check_int
+from ..._params import Constraint, Int, Optional
 from ...core.data import outside_bounds
 from ...core.inference import eval_mode
 from ...errors import AssayValueError
+from ...registry import Registry
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,19 @@ def model_bounds(model: nn.Module,
                  default: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
     """Input bounds of an :class:`assay.core.model.ModelWrapper`, else ``default``."""
     bounds = getattr(model, "bounds", None)
-    return tuple(bounds) if bounds is not None else default  # type: ignore[return-value]
+    return (float(bounds[0]), float(bounds[1])) if bounds is not None else default
+
+
+BATCH_SIZE = Optional(Int(low=1))  # None: the whole input at once
+
+ATTACKS: Registry[type[EvasionAttack]] = Registry(
+    "attack", group="assay.attacks",
+    builtins=[f"{__package__}.{m}" for m in ("pgd", "fgsm", "apgd", "mifgsm", "deepfool", "cw",
+                                              "fab", "square", "hopskipjump")])
 
 
 def check_batch_size(batch_size: int | None, owner: str) -> int | None:
-    return None if batch_size is None else check_int("batch_size", batch_size, owner, low=1)
+    return BATCH_SIZE.check("batch_size", batch_size, owner)
 
 
 def check_attack_inputs(model: nn.Module, x: Tensor, y: Tensor, owner: str, *,
@@ -94,6 +105,13 @@ class EvasionAttack:
 
     batch_size: int | None = None
     targeted: bool = False
+    # Every constructor keyword's allowed values, as data: ``_validated`` checks against
+    # them, and the shared contract test tries their invalid examples on every attack.
+    constraints: ClassVar[Mapping[str, Constraint]] = {}
+
+    def _validated(self, name: str, value: Any) -> Any:
+        """``value`` checked against ``constraints[name]``, in normal form."""
+        return self.constraints[name].check(name, value, type(self).__name__)
 
     def _achieved(self, logits: Tensor, y: Tensor) -> Tensor:
         """Per sample: the goal is reached (the target class, or any wrong class)."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..._params import check_bool, check_float, check_int
+from ..._params import Bool, Float, Int
 from .._losses import margin
-from .base import AttackResult, EvasionAttack, check_batch_size
+from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
 
 _BIG = 1e10
 
 
+@ATTACKS.register("cw")
 class CarliniWagnerL2(EvasionAttack):
     """Carlini-Wagner L2: minimise ``||x' - x||_2^2 + c * f(x')`` with Adam, binary search on c.
 
@@ -61,21 +62,29 @@ class CarliniWagnerL2(EvasionAttack):
     True
     """
 
+    constraints = {
+        "confidence": Float(low=0.0),
+        "initial_const": Float(low=0.0, low_open=True),
+        "binary_search_steps": Int(low=1),
+        "max_iter": Int(low=1),
+        "lr": Float(low=0.0, low_open=True),
+        "abort_early": Bool(),
+        "targeted": Bool(),
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(self, *, confidence: float = 0.0, initial_const: float = 1e-3,
                  binary_search_steps: int = 9, max_iter: int = 1000, lr: float = 0.01,
                  abort_early: bool = True, targeted: bool = False,
                  batch_size: int | None = None) -> None:
-        owner = "CarliniWagnerL2"
-        self.confidence = check_float("confidence", confidence, owner, low=0.0)
-        self.initial_const = check_float("initial_const", initial_const, owner, low=0.0,
-                                         low_open=True)
-        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, owner,
-                                             low=1)
-        self.max_iter = check_int("max_iter", max_iter, owner, low=1)
-        self.lr = check_float("lr", lr, owner, low=0.0, low_open=True)
-        self.abort_early = check_bool("abort_early", abort_early, owner)
-        self.targeted = check_bool("targeted", targeted, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.confidence = self._validated("confidence", confidence)
+        self.initial_const = self._validated("initial_const", initial_const)
+        self.binary_search_steps = self._validated("binary_search_steps", binary_search_steps)
+        self.max_iter = self._validated("max_iter", max_iter)
+        self.lr = self._validated("lr", lr)
+        self.abort_early = self._validated("abort_early", abort_early)
+        self.targeted = self._validated("targeted", targeted)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _margins(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """(loss term f, goal reached) per sample."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..._params import check_choice, check_float, check_int
+from ..._params import Choice, Float, Int
 from .._projection import Norm
-from .base import AttackResult, EvasionAttack, check_batch_size
+from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
 
 _TINY = 1e-12
 
 
+@ATTACKS.register("deepfool")
 class DeepFool(EvasionAttack):
     """DeepFool (multi-class, L2 or Linf): walk to the nearest linearised decision boundary.
 
@@ -58,14 +59,21 @@ class DeepFool(EvasionAttack):
     True
     """
 
+    constraints = {
+        "norm": Choice(("l2", "linf")),
+        "overshoot": Float(low=0.0),
+        "max_iter": Int(low=1),
+        "num_candidates": Int(low=2),
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(self, *, norm: Norm = "l2", overshoot: float = 0.02, max_iter: int = 50,
                  num_candidates: int = 10, batch_size: int | None = None) -> None:
-        owner = "DeepFool"
-        self.norm: Norm = check_choice("norm", norm, ("l2", "linf"), owner)
-        self.overshoot = check_float("overshoot", overshoot, owner, low=0.0)
-        self.max_iter = check_int("max_iter", max_iter, owner, low=1)
-        self.num_candidates = check_int("num_candidates", num_candidates, owner, low=2)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.norm: Norm = self._validated("norm", norm)
+        self.overshoot = self._validated("overshoot", overshoot)
+        self.max_iter = self._validated("max_iter", max_iter)
+        self.num_candidates = self._validated("num_candidates", num_candidates)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -135,7 +135,7 @@ def standard_stages(*, eps: float, norm: Norm, num_classes: int, seed: int | Non
     Square (5000 queries, p_init 0.8), one restart each. Fewer classes, fewer targets;
     below four classes there is no APGD-T (its loss needs four logits)."""
     targets = max(1, min(9, num_classes - 1))
-    common = dict(eps=eps, norm=norm, seed=seed, batch_size=batch_size)
+    common: dict[str, Any] = dict(eps=eps, norm=norm, seed=seed, batch_size=batch_size)
     stages = [Stage("APGD-CE", "100 steps", APGD(n_iter=100, loss="ce", **common))]
     if num_classes >= 4:  # the targeted DLR loss needs four logits
         stages.append(Stage("APGD-T", f"100 steps x {targets} target classes",
@@ -154,7 +154,7 @@ def quick_stages(*, eps: float, norm: Norm, num_classes: int, seed: int | None =
     """A CI-sized budget, about 1/20 of the standard one: APGD-CE (20 steps), APGD-T (20
     steps for each of the classes ranked 2 to 4) and Square (500 queries, p_init 0.8). No
     FAB-T: after APGD-T it rarely breaks a point (Croce & Hein 2020, table 2)."""
-    common = dict(eps=eps, norm=norm, seed=seed, batch_size=batch_size)
+    common: dict[str, Any] = dict(eps=eps, norm=norm, seed=seed, batch_size=batch_size)
     stages = [Stage("APGD-CE", "20 steps", APGD(n_iter=20, loss="ce", **common))]
     if num_classes >= 4:
         targets = min(3, num_classes - 1)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..._params import check_choice, check_float, check_int
+from ..._params import Choice, Float, Int, Seed
 from ...core.rng import seeded_generator
 from .._projection import Norm, distance, random_in_ball
-from .base import AttackResult, EvasionAttack, check_batch_size
+from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
 
 _BISECTION_STEPS = 40
 
@@ -47,6 +47,7 @@ def _box_hyperplane_step(w: Tensor, need: Tensor, low: Tensor, high: Tensor, nor
     return reached(right)
 
 
+@ATTACKS.register("fab")
 class FABT(EvasionAttack):
     """FAB-T (Linf or L2): targeted fast adaptive boundary attack over the top classes.
 
@@ -93,23 +94,33 @@ class FABT(EvasionAttack):
     True
     """
 
+    constraints = {
+        "eps": Float(low=0.0, low_open=True),
+        "norm": Choice(("linf", "l2")),
+        "n_iter": Int(low=1),
+        "n_restarts": Int(low=1),
+        "n_target_classes": Int(low=1),
+        "alpha_max": Float(low=0.0, high=1.0),
+        "eta": Float(low=1.0),
+        "beta": Float(low=0.0, high=1.0, low_open=True),
+        "seed": Seed(),
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(self, *, eps: float, norm: Norm = "linf", n_iter: int = 100,
                  n_restarts: int = 1, n_target_classes: int = 9, alpha_max: float = 0.1,
                  eta: float = 1.05, beta: float = 0.9, seed: int | None = None,
                  batch_size: int | None = None) -> None:
-        owner = "FABT"
-        self.eps = check_float("eps", eps, owner, low=0.0, low_open=True)
-        self.norm: Norm = check_choice("norm", norm, ("linf", "l2"), owner)
-        self.n_iter = check_int("n_iter", n_iter, owner, low=1)
-        self.n_restarts = check_int("n_restarts", n_restarts, owner, low=1)
-        self.n_target_classes = check_int("n_target_classes", n_target_classes, owner, low=1)
-        self.alpha_max = check_float("alpha_max", alpha_max, owner, low=0.0, high=1.0)
-        self.eta = check_float("eta", eta, owner, low=1.0)
-        self.beta = check_float("beta", beta, owner, low=0.0, high=1.0, low_open=True)
-        if seed is not None:
-            check_int("seed", seed, owner, low=0)
-        self.seed = seed
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.eps = self._validated("eps", eps)
+        self.norm: Norm = self._validated("norm", norm)
+        self.n_iter = self._validated("n_iter", n_iter)
+        self.n_restarts = self._validated("n_restarts", n_restarts)
+        self.n_target_classes = self._validated("n_target_classes", n_target_classes)
+        self.alpha_max = self._validated("alpha_max", alpha_max)
+        self.eta = self._validated("eta", eta)
+        self.beta = self._validated("beta", beta)
+        self.seed = self._validated("seed", seed)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:

@@ -10,11 +10,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..._params import check_bool, check_choice, check_float
+from ..._params import Bool, Choice, Float
 from .._projection import Norm, ascent_direction
-from .base import AttackResult, EvasionAttack, check_batch_size
+from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
 
 
+@ATTACKS.register("fgsm")
 class FGSM(EvasionAttack):
     """One gradient step of size ``eps`` on the cross-entropy loss.
 
@@ -44,13 +45,19 @@ class FGSM(EvasionAttack):
     (True, torch.Size([8]))
     """
 
+    constraints = {
+        "eps": Float(low=0.0),
+        "norm": Choice(("linf", "l2")),
+        "targeted": Bool(),
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(self, *, eps: float, norm: Norm = "linf", targeted: bool = False,
                  batch_size: int | None = None) -> None:
-        owner = "FGSM"
-        self.eps = check_float("eps", eps, owner, low=0.0)
-        self.norm: Norm = check_choice("norm", norm, ("linf", "l2"), owner)
-        self.targeted = check_bool("targeted", targeted, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.eps = self._validated("eps", eps)
+        self.norm: Norm = self._validated("norm", norm)
+        self.targeted = self._validated("targeted", targeted)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:

@@ -11,17 +11,18 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ..._params import Bool, Choice, Float, Int, Optional, Seed, check_int
 from ...core.inference import batched_logits
 from ...core.rng import seeded_generator
 from ...errors import AssayValueError
 from .._projection import Norm, distance
-from .base import AttackResult, EvasionAttack, check_batch_size
+from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
 
 _INIT_TOLERANCE = 1e-3  # bisection tolerance of the initial blend (the authors' code)
 _MAX_HALVINGS = 30  # cap on the geometric step-size search (the authors' loop has none)
 
 
+@ATTACKS.register("hopskipjump")
 class HopSkipJump(EvasionAttack):
     """HopSkipJump (L2 or Linf), untargeted or targeted, from predicted labels alone.
 
@@ -97,25 +98,41 @@ class HopSkipJump(EvasionAttack):
     True
     """
 
+    constraints = {
+        "norm": Choice(("l2", "linf")),
+        "eps": Optional(Float(low=0.0)),
+        "targeted": Bool(),
+        "num_iterations": Int(low=0),
+        "max_num_evals": Int(low=1),
+        "init_num_evals": Int(low=1),
+        "gamma": Float(low=0.0, low_open=True),
+        "init_trials": Int(low=1),
+        "early_stop": Bool(),
+        "query_batch_size": Int(low=1),
+        "seed": Seed(),
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(self, *, norm: Norm = "l2", eps: float | None = None, targeted: bool = False,
                  num_iterations: int = 40, max_num_evals: int = 10000,
                  init_num_evals: int = 100, gamma: float = 1.0, init_trials: int = 100,
                  early_stop: bool = True, query_batch_size: int = 1024,
                  seed: int | None = None, batch_size: int | None = None) -> None:
         owner = "HopSkipJump"
-        self.norm: Norm = check_choice("norm", norm, ("l2", "linf"), owner)
-        self.eps = None if eps is None else check_float("eps", eps, owner, low=0.0)
-        self.targeted = check_bool("targeted", targeted, owner)
-        self.num_iterations = check_int("num_iterations", num_iterations, owner, low=0)
-        self.max_num_evals = check_int("max_num_evals", max_num_evals, owner, low=1)
-        self.init_num_evals = check_int("init_num_evals", init_num_evals, owner, low=1,
-                                        high=self.max_num_evals)
-        self.gamma = check_float("gamma", gamma, owner, low=0.0, low_open=True)
-        self.init_trials = check_int("init_trials", init_trials, owner, low=1)
-        self.early_stop = check_bool("early_stop", early_stop, owner)
-        self.query_batch_size = check_int("query_batch_size", query_batch_size, owner, low=1)
-        self.seed = check_optional_seed("seed", seed, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.norm: Norm = self._validated("norm", norm)
+        self.eps = self._validated("eps", eps)
+        self.targeted = self._validated("targeted", targeted)
+        self.num_iterations = self._validated("num_iterations", num_iterations)
+        self.max_num_evals = self._validated("max_num_evals", max_num_evals)
+        self.init_num_evals = self._validated("init_num_evals", init_num_evals)
+        # A cross-parameter rule: the first estimate may not use more than the cap.
+        check_int("init_num_evals", init_num_evals, owner, low=1, high=self.max_num_evals)
+        self.gamma = self._validated("gamma", gamma)
+        self.init_trials = self._validated("init_trials", init_trials)
+        self.early_stop = self._validated("early_stop", early_stop)
+        self.query_batch_size = self._validated("query_batch_size", query_batch_size)
+        self.seed = self._validated("seed", seed)
+        self.batch_size = self._validated("batch_size", batch_size)
         self._x_init: Tensor | None = None
         self._offset = 0
 

@@ -10,11 +10,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..._params import check_bool, check_choice, check_float, check_int
+from ..._params import Bool, Choice, Float, Int, Optional
 from .._projection import Norm, ascent_direction, project
-from .base import AttackResult, EvasionAttack, check_batch_size
+from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
 
 
+@ATTACKS.register("mifgsm")
 class MIFGSM(EvasionAttack):
     """Iterative FGSM whose steps follow an accumulated, L1-normalised gradient.
 
@@ -50,20 +51,28 @@ class MIFGSM(EvasionAttack):
     (True, 48)
     """
 
+    constraints = {
+        "eps": Float(low=0.0),
+        "norm": Choice(("linf", "l2")),
+        "steps": Int(low=0),
+        "step_size": Optional(Float(low=0.0, low_open=True)),
+        "decay": Float(low=0.0),
+        "targeted": Bool(),
+        "early_stop": Bool(),
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(self, *, eps: float, norm: Norm = "linf", steps: int = 10,
                  step_size: float | None = None, decay: float = 1.0, targeted: bool = False,
                  early_stop: bool = False, batch_size: int | None = None) -> None:
-        owner = "MIFGSM"
-        self.eps = check_float("eps", eps, owner, low=0.0)
-        self.norm: Norm = check_choice("norm", norm, ("linf", "l2"), owner)
-        self.steps = check_int("steps", steps, owner, low=0)
-        if step_size is not None:
-            check_float("step_size", step_size, owner, low=0.0, low_open=True)
-        self.step_size = step_size
-        self.decay = check_float("decay", decay, owner, low=0.0)
-        self.targeted = check_bool("targeted", targeted, owner)
-        self.early_stop = check_bool("early_stop", early_stop, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.eps = self._validated("eps", eps)
+        self.norm: Norm = self._validated("norm", norm)
+        self.steps = self._validated("steps", steps)
+        self.step_size = self._validated("step_size", step_size)
+        self.decay = self._validated("decay", decay)
+        self.targeted = self._validated("targeted", targeted)
+        self.early_stop = self._validated("early_stop", early_stop)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     @property
     def alpha(self) -> float:

@@ -10,12 +10,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ..._params import Bool, Choice, Float, Int, Optional, Seed
 from ...core.rng import seeded_generator
 from .._projection import L1_PERCENTILE, Norm, ascent_direction, project, random_in_ball
-from .base import AttackResult, EvasionAttack, check_batch_size
+from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
 
 
+@ATTACKS.register("pgd")
 class PGD(EvasionAttack):
     """PGD on the cross-entropy loss in an Linf, L2 or L1 ball, with random restarts.
 
@@ -71,25 +72,35 @@ class PGD(EvasionAttack):
     True
     """
 
+    constraints = {
+        "eps": Float(low=0.0),
+        "norm": Choice(("linf", "l2", "l1")),
+        "steps": Int(low=0),
+        "step_size": Optional(Float(low=0.0, low_open=True)),
+        "restarts": Int(low=1),
+        "random_start": Bool(),
+        "targeted": Bool(),
+        "early_stop": Bool(),
+        "seed": Seed(),
+        "batch_size": BATCH_SIZE,
+        "l1_percentile": Float(low=0.0, high=100.0, high_open=True),
+    }
+
     def __init__(self, *, eps: float, norm: Norm = "linf", steps: int = 10,
                  step_size: float | None = None, restarts: int = 1, random_start: bool = True,
                  targeted: bool = False, early_stop: bool = True, seed: int | None = None,
                  batch_size: int | None = None, l1_percentile: float = L1_PERCENTILE) -> None:
-        owner = "PGD"
-        self.eps = check_float("eps", eps, owner, low=0.0)
-        self.norm: Norm = check_choice("norm", norm, ("linf", "l2", "l1"), owner)
-        self.steps = check_int("steps", steps, owner, low=0)
-        if step_size is not None:
-            check_float("step_size", step_size, owner, low=0.0, low_open=True)
-        self.step_size = step_size
-        self.restarts = check_int("restarts", restarts, owner, low=1)
-        self.random_start = check_bool("random_start", random_start, owner)
-        self.targeted = check_bool("targeted", targeted, owner)
-        self.early_stop = check_bool("early_stop", early_stop, owner)
-        self.seed = check_optional_seed("seed", seed, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
-        self.l1_percentile = check_float("l1_percentile", l1_percentile, owner, low=0.0,
-                                         high=100.0, high_open=True)
+        self.eps = self._validated("eps", eps)
+        self.norm: Norm = self._validated("norm", norm)
+        self.steps = self._validated("steps", steps)
+        self.step_size = self._validated("step_size", step_size)
+        self.restarts = self._validated("restarts", restarts)
+        self.random_start = self._validated("random_start", random_start)
+        self.targeted = self._validated("targeted", targeted)
+        self.early_stop = self._validated("early_stop", early_stop)
+        self.seed = self._validated("seed", seed)
+        self.batch_size = self._validated("batch_size", batch_size)
+        self.l1_percentile = self._validated("l1_percentile", l1_percentile)
 
     @property
     def alpha(self) -> float:
@@ -131,7 +142,7 @@ class PGD(EvasionAttack):
                     hit = index[done]
                     x_adv[hit] = current.detach()[done]
                     success[hit] = True
-                if last:
+                if last and done is not None:  # last always sets done
                     x_adv[index[~done]] = current.detach()[~done]  # last iterate of the unbroken
                     break
                 losses = F.cross_entropy(logits, target, reduction="none")

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..._params import check_bool, check_choice, check_float, check_int, check_optional_seed
+from ..._params import Bool, Choice, Float, Int, Seed
 from ...core.rng import seeded_generator
 from ...errors import AssayValueError
 from .._losses import margin
 from .._projection import Norm
-from .base import AttackResult, EvasionAttack, check_batch_size
+from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
 
 Loss = Literal["margin", "ce"]
 _TINY = 1e-12
@@ -63,6 +63,7 @@ def square_pattern(s: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     return torch.stack([eta, eta.T])
 
 
+@ATTACKS.register("square")
 class Square(EvasionAttack):
     """The Square attack in an Linf or L2 ball: random search with square windows.
 
@@ -127,20 +128,31 @@ class Square(EvasionAttack):
     (True, torch.Size([8]))
     """
 
+    constraints = {
+        "eps": Float(low=0.0, low_open=True),
+        "norm": Choice(("linf", "l2")),
+        "n_queries": Int(low=1),
+        "p_init": Float(low=0.0, high=1.0, low_open=True),
+        "n_restarts": Int(low=1),
+        "loss": Choice(("margin", "ce")),
+        "targeted": Bool(),
+        "seed": Seed(),
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(self, *, eps: float, norm: Norm = "linf", n_queries: int = 5000,
                  p_init: float = 0.8, n_restarts: int = 1, loss: Loss = "margin",
                  targeted: bool = False, seed: int | None = None,
                  batch_size: int | None = None) -> None:
-        owner = "Square"
-        self.eps = check_float("eps", eps, owner, low=0.0, low_open=True)
-        self.norm: Norm = check_choice("norm", norm, ("linf", "l2"), owner)
-        self.n_queries = check_int("n_queries", n_queries, owner, low=1)
-        self.p_init = check_float("p_init", p_init, owner, low=0.0, high=1.0, low_open=True)
-        self.n_restarts = check_int("n_restarts", n_restarts, owner, low=1)
-        self.loss: Loss = check_choice("loss", loss, ("margin", "ce"), owner)
-        self.targeted = check_bool("targeted", targeted, owner)
-        self.seed = check_optional_seed("seed", seed, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.eps = self._validated("eps", eps)
+        self.norm: Norm = self._validated("norm", norm)
+        self.n_queries = self._validated("n_queries", n_queries)
+        self.p_init = self._validated("p_init", p_init)
+        self.n_restarts = self._validated("n_restarts", n_restarts)
+        self.loss: Loss = self._validated("loss", loss)
+        self.targeted = self._validated("targeted", targeted)
+        self.seed = self._validated("seed", seed)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _scores(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per sample: (the loss to minimise, whether the goal is reached)."""
@@ -154,7 +166,7 @@ class Square(EvasionAttack):
 
     def _start(self, x0: Tensor, lo: float, hi: float, gen: torch.Generator | None) -> Tensor:
         n, c, h, w = x0.shape
-        kw = dict(device=x0.device, generator=gen)
+        kw: dict[str, Any] = dict(device=x0.device, generator=gen)
         if self.norm == "linf":
             sign = torch.randint(0, 2, (n, c, 1, w), **kw).to(x0.dtype) * 2 - 1
             return (x0 + self.eps * sign).clamp(lo, hi)

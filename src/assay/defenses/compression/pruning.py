@@ -103,12 +103,13 @@ def prune(model: nn.Module, amount: float, *, scope: Scope | None = None,
                 torch_prune.l1_unstructured(layer, "weight", amount=amount)
         for layer in layers:
             torch_prune.remove(layer, "weight")
-            if structure == "structured" and layer.bias is not None:
+            if structure == "structured":
                 _zero_bias_of_empty_channels(layer)
     return rewrap(model, net, suffix=f" (pruned {amount:g})")
 
 
 @torch.no_grad()
-def _zero_bias_of_empty_channels(layer: nn.Module) -> None:
-    empty = (layer.weight.flatten(1) == 0).all(dim=1)
-    layer.bias[empty] = 0.0
+def _zero_bias_of_empty_channels(layer: nn.Conv2d | nn.Linear) -> None:
+    if layer.bias is not None:
+        empty = (layer.weight.flatten(1) == 0).all(dim=1)
+        layer.bias[empty] = 0.0

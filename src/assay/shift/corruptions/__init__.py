@@ -49,6 +49,7 @@ from __future__ import annotations
 import torch
 
 from ..._params import check_bool, check_choice
+from ...registry import Registry
 from ._common import MAX_SEVERITY, Corruption
 from .blur import defocus_blur, gaussian_blur, glass_blur, motion_blur, zoom_blur
 from .digital import brightness, contrast, elastic_transform, pixelate, saturate
@@ -72,12 +73,14 @@ BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
 )
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
-CORRUPTIONS: dict[str, Corruption] = {
-    f.__name__: f for f in (
-        gaussian_noise, shot_noise, impulse_noise, defocus_blur, glass_blur, motion_blur,
-        zoom_blur, snow, frost, fog, brightness, contrast, elastic_transform, pixelate,
-        jpeg_compression, speckle_noise, gaussian_blur, spatter, saturate)
-}
+# Every corruption by name; other packages add theirs through the "assay.corruptions"
+# entry-point group (a function like these: (x, severity, *, generator, seed) -> x).
+CORRUPTIONS: Registry[Corruption] = Registry("corruption", group="assay.corruptions")
+for _corruption in (gaussian_noise, shot_noise, impulse_noise, defocus_blur, glass_blur,
+                    motion_blur, zoom_blur, snow, frost, fog, brightness, contrast,
+                    elastic_transform, pixelate, jpeg_compression, speckle_noise, gaussian_blur,
+                    spatter, saturate):
+    CORRUPTIONS.add(_corruption.__name__, _corruption)
 
 
 def list_corruptions(include_extra: bool = False) -> list[str]:

@@ -2,7 +2,8 @@
 
 Every detector has keyword-only settings in ``__init__``, ``fit(model, x_in_train,
 y_in_train=None) -> self`` (a no-op for the post-hoc ones) and ``score(model, x) ->
-Tensor[N]``. ``DETECTORS`` maps each registry name to its class.
+Tensor[N]``. ``DETECTORS`` is their registry (each name -> its class; other packages add
+detectors through the ``assay.ood_detectors`` entry-point group).
 
 =============  ===============================================================  =======
 name           method                                                           fit
@@ -21,6 +22,7 @@ Evaluate with :func:`assay.metrics.ood.ood_metrics`.
 
 from __future__ import annotations
 
+from ...registry import Registry
 from ._base import OODDetector
 from .energy import Energy
 from .knn import KNN
@@ -30,9 +32,9 @@ from .msp import MSP
 from .odin import ODIN
 from .vim import ViM
 
-DETECTORS: dict[str, type[OODDetector]] = {
-    cls.name: cls for cls in (MSP, MaxLogit, Energy, ODIN, Mahalanobis, KNN, ViM)
-}
+DETECTORS: Registry[type[OODDetector]] = Registry("OOD detector", group="assay.ood_detectors")
+for _detector in (MSP, MaxLogit, Energy, ODIN, Mahalanobis, KNN, ViM):
+    DETECTORS.add(_detector.name, _detector)
 
 __all__ = ["DETECTORS", "KNN", "MSP", "ODIN", "Energy", "Mahalanobis", "MaxLogit",
            "OODDetector", "ViM"]
