@@ -47,6 +47,9 @@ DEMO_PLAN = {
         {"name": "calibration", "gates": ["ece_ts <= 0.1"]},
         {"name": "conformal", "params": {"alpha": 0.1}, "gates": ["coverage@lac >= 0.85"]},
         {"name": "ood", "gates": ["auroc@msp:far >= 0.8"]},
+        {"name": "explanations",
+         "gates": ["randomisation_spearman@integrated_gradients <= 0.5",
+                   "deletion_gain@integrated_gradients >= 0.1"]},
     ],
 }
 
