@@ -62,7 +62,7 @@ from torch.nn import functional as F
 
 from assay.attacks.evasion import PGD
 from assay.attacks.evasion.evaluation import evaluate_robustness
-from _machine import data_root, machine
+from _machine import data_root, lazy_data, machine, timed
 from assay.core import zoo
 from assay.core.data import load_data
 from assay.core.model import ModelWrapper
@@ -161,12 +161,6 @@ def robust_accuracy(net: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, norm: s
     if bool((~valid).any()):
         print(f"  warning: {int((~valid).sum())} examples leave the ball or the bounds")
     return float(correct.float().mean()), float(size.max()) if len(size) else 0.0
-
-
-def timed(fn):
-    started = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - started
 
 
 def batched(fn, x: Tensor, y: Tensor, batch: int) -> Tensor:
@@ -377,12 +371,7 @@ def main() -> None:
 
     root = data_root()
     test = load_data("mnist:test", data_root=root)
-    train_cache: list = []
-
-    def train():
-        if not train_cache:
-            train_cache.append(load_data("mnist:train", data_root=root))
-        return train_cache[0]
+    train = lazy_data("mnist:train", root)
 
     nets: dict = {}
     facts = [f"MNIST, {machine()}"]

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from _machine import data_root, machine
+from _machine import data_root, lazy_data, machine, timed
 from assay.core import zoo
 from assay.core.data import load_data
 from assay.core.model import ModelWrapper
@@ -55,12 +55,6 @@ from evasion import CACHE, load_or_train
 STEPS = 64
 QUALITY_METHODS = ("saliency", "gradient_x_input", "integrated_gradients", "smoothgrad",
                    "gradcam", "occlusion")
-
-
-def timed(fn):
-    started = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - started
 
 
 def captum_ig(net: nn.Module, x: Tensor, y: Tensor, batch_rows: int) -> tuple[Tensor, Tensor]:
@@ -184,12 +178,7 @@ def main() -> None:
 
     root = data_root()
     test = load_data("mnist:test", data_root=root)
-    train_cache: list = []
-
-    def train():
-        if not train_cache:
-            train_cache.append(load_data("mnist:train", data_root=root))
-        return train_cache[0]
+    train = lazy_data("mnist:train", root)
 
     net, record = load_or_train("normal", train, test, args.retrain, {})
     model = ModelWrapper(net, num_classes=10, input_shape=(1, 28, 28), name="lenet")

@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from _machine import data_root, machine
+from _machine import data_root, machine, timed
 from assay.core import zoo
 from assay.core.data import load_data
 from assay.core.training import TrainConfig, fit
@@ -162,12 +162,6 @@ def run_bare(net: nn.Module, x: Tensor, sigma: float, n: int, batch: int,
             count += torch.bincount(net(noisy).argmax(1), minlength=classes)
         counts.append(count)
     return torch.stack(counts).numpy()
-
-
-def timed(fn):
-    started = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - started
 
 
 def main() -> None:
