@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .._params import check_int
+from .._params import check_float
 from ..attacks.evasion.base import check_attack_inputs
 from ..core.inference import (batched_logits, batched_predict, channels_last_copy, check_logits,
                               eval_mode, has_conv2d, map_batches, model_device)
@@ -86,8 +86,10 @@ class Explainer:
         raise NotImplementedError
 
 
-def check_batch_size(batch_size: int | None, owner: str) -> int | None:
-    return None if batch_size is None else check_int("batch_size", batch_size, owner, low=1)
+def check_baseline(baseline: float | Tensor, owner: str) -> float | Tensor:
+    """A baseline as given: a tensor (checked against the inputs at call time by
+    :func:`baseline_tensor`) or a finite number."""
+    return baseline if isinstance(baseline, Tensor) else check_float("baseline", baseline, owner)
 
 
 def resolve_target(model: nn.Module, x: Tensor, target: int | Tensor | None, owner: str,

@@ -15,7 +15,8 @@ from torch.nn import functional as F
 from .._params import check_bool, check_choice
 from ..core.inference import check_logits, map_batches
 from ..errors import AssayValueError
-from ._base import EXPLAINERS, Attribution, Explainer, check_batch_size
+from ..attacks.evasion.base import check_batch_size
+from ._base import EXPLAINERS, Attribution, Explainer
 
 Upsample = Literal["bilinear", "nearest"]
 

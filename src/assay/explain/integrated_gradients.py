@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._params import check_choice, check_float, check_int
+from .._params import check_choice, check_int
 from ..core.inference import batched_logits
-from ._base import (EXPLAINERS, Explainer, baseline_tensor, check_batch_size, expanded_blocks,
-                    target_gradient)
+from ..attacks.evasion.base import check_batch_size
+from ._base import (EXPLAINERS, Explainer, baseline_tensor, check_baseline,
+                    expanded_blocks, target_gradient)
 
 # captum's "riemann_trapezoid" is left out: its weights are 1/n at the inner nodes and sum to
 # (n - 1)/n, so its attributions miss a share 1/n of the integral.
@@ -69,8 +70,7 @@ class IntegratedGradients(Explainer):
         owner = type(self).__name__
         self.rule = check_choice("rule", rule, RULES, owner)
         self.steps = check_int("steps", steps, owner, low=1)
-        self.baseline = baseline if isinstance(baseline, Tensor) else check_float(
-            "baseline", baseline, owner)
+        self.baseline = check_baseline(baseline, owner)
         self.batch_size = check_batch_size(batch_size, owner)
 
     def _attribute(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

@@ -11,10 +11,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .._params import check_float, check_int, check_optional_seed
+from .._params import check_int, check_optional_seed
 from ..core.inference import batched_logits
 from ..core.rng import seeded_generator
-from ._base import EXPLAINERS, Explainer, baseline_tensor, check_batch_size, masked_outputs
+from ..attacks.evasion.base import check_batch_size
+from ._base import (EXPLAINERS, Explainer, baseline_tensor, check_baseline,
+                    masked_outputs)
 from ._surrogate import require_rows, weighted_fit
 
 EXACT_UP_TO = 2048  # coalitions (2^M - 2): below this all are enumerated and the values exact
@@ -83,8 +85,7 @@ class KernelSHAP(Explainer):
                  seed: int | None = 0, batch_size: int | None = 4096) -> None:
         owner = type(self).__name__
         self.samples = None if samples is None else check_int("samples", samples, owner, low=2)
-        self.baseline = baseline if isinstance(baseline, Tensor) else check_float(
-            "baseline", baseline, owner)
+        self.baseline = check_baseline(baseline, owner)
         self.seed = check_optional_seed("seed", seed, owner)
         self.batch_size = check_batch_size(batch_size, owner)
 

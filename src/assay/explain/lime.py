@@ -13,7 +13,9 @@ from torch import Tensor, nn
 
 from .._params import check_float, check_int, check_optional_seed
 from ..core.rng import seeded_generator
-from ._base import EXPLAINERS, Explainer, baseline_tensor, check_batch_size, masked_outputs
+from ..attacks.evasion.base import check_batch_size
+from ._base import (EXPLAINERS, Explainer, baseline_tensor, check_baseline,
+                    masked_outputs)
 from ._surrogate import require_rows, weighted_fit
 
 
@@ -59,8 +61,7 @@ class LIME(Explainer):
         self.width = None if width is None else check_float("width", width, owner, low=0.0,
                                                             low_open=True)
         self.ridge = check_float("ridge", ridge, owner, low=0.0)
-        self.baseline = baseline if isinstance(baseline, Tensor) else check_float(
-            "baseline", baseline, owner)
+        self.baseline = check_baseline(baseline, owner)
         self.seed = check_optional_seed("seed", seed, owner)
         self.batch_size = check_batch_size(batch_size, owner)
 

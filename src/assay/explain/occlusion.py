@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from .._params import check_float
 from ..core.inference import batched_logits
 from ..errors import AssayValueError
-from ._base import EXPLAINERS, Explainer, check_batch_size, masked_outputs
+from ..attacks.evasion.base import check_batch_size
+from ._base import EXPLAINERS, Explainer, masked_outputs
 
 
 def window_masks(shape: tuple[int, ...], window: tuple[int, ...],

@@ -9,7 +9,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .._params import check_bool
-from ._base import EXPLAINERS, Explainer, check_batch_size, input_gradients
+from ..attacks.evasion.base import check_batch_size
+from ._base import EXPLAINERS, Explainer, input_gradients
 
 
 @EXPLAINERS.register()

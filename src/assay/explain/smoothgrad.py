@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from .._params import check_bool, check_float, check_int, check_optional_seed
 from ..core.rng import seeded_generator
-from ._base import EXPLAINERS, Explainer, check_batch_size, expanded_blocks, target_gradient
+from ..attacks.evasion.base import check_batch_size
+from ._base import EXPLAINERS, Explainer, expanded_blocks, target_gradient
 
 
 @EXPLAINERS.register()
