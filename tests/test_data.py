@@ -170,3 +170,38 @@ def test_real_cifar10_jpeg_archive():
     data = load_data("cifar10:test:100", data_root=root)
     assert data.x.shape == (100, 3, 32, 32)
     assert data.y[:10].tolist() == list(range(10))
+
+
+def test_npz_named_sensitive_attributes(tmp_path):
+    path = tmp_path / "people.npz"
+    np.savez(path, x=np.zeros((4, 3), np.float32), y=np.array([0, 1, 1, 0]),
+             group_sex=np.array([0, 1, 1, 0]), group_age=np.array([2, 0, 1, 1]))
+    data = load_data(str(path))
+    assert sorted(data.attributes) == ["age", "sex"] and data.group is None
+    codes, values = data.attribute("age")
+    assert codes.tolist() == [2, 0, 1, 1] and values == ("0", "1", "2")
+    part = data.take(torch.tensor([3, 1]))
+    assert part.attributes["sex"].tolist() == [0, 1] and part.attributes["age"].tolist() == [1, 0]
+    with pytest.raises(AssayValueError, match="no sensitive attribute 'race'.*age, sex"):
+        data.attribute("race")
+
+
+def test_sensitive_attributes_are_validated_and_hashed():
+    x, y = torch.zeros(3, 2), torch.tensor([0, 1, 0])
+    plain = Dataset(x, y, "t", "test", ("a", "b"))
+    named = Dataset(x, y, "t", "test", ("a", "b"), attributes={"sex": torch.tensor([0, 1, 1])},
+                    attribute_values={"sex": ("f", "m")})
+    assert named.attribute("sex")[1] == ("f", "m")
+    assert plain.sha256() != named.sha256()
+    renamed = Dataset(x, y, "t", "test", ("a", "b"), attributes={"sex": torch.tensor([0, 1, 1])},
+                      attribute_values={"sex": ("m", "f")})
+    assert renamed.sha256() != named.sha256()  # the value names decide what a group means
+    for bad, match in (({"sex": torch.tensor([0, 1])}, "3 codes"),
+                       ({"sex": torch.tensor([0, -1, 1])}, "negative"),
+                       ({"a*b": torch.tensor([0, 1, 1])}, "name"),
+                       ({"sex": torch.tensor([0.0, 1.0, 1.0])}, "int64")):
+        with pytest.raises(AssayValueError, match=match):
+            Dataset(x, y, "t", "test", ("a", "b"), attributes=bad)
+    with pytest.raises(AssayValueError, match="names only 2 values"):
+        Dataset(x, y, "t", "test", ("a", "b"), attributes={"sex": torch.tensor([0, 2, 1])},
+                attribute_values={"sex": ("f", "m")})

@@ -60,3 +60,21 @@ def test_loss_fn_and_early_stop_hooks():
 def test_bad_training_settings(bad):
     with pytest.raises(AssayValueError, match="TrainConfig"):
         TrainConfig(**bad)
+
+
+def test_an_indexed_loss_sees_each_sample_once_per_epoch():
+    from assay.core.training import IndexedLoss, cross_entropy_loss
+
+    data = load_digits("train").subset(100)
+    seen: list[torch.Tensor] = []
+
+    def loss(model, x, y, index):
+        assert torch.equal(data.x[index], x.cpu())  # the index names the batch's samples
+        seen.append(index)
+        return cross_entropy_loss(model, x, y)
+
+    net = zoo.build("mlp", input_shape=data.input_shape, num_classes=10, seed=0)
+    fit(net, data, TrainConfig(epochs=2, batch_size=32), loss_fn=IndexedLoss(loss),
+        show_progress=False)
+    epochs = torch.cat(seen).view(2, 100)
+    assert all(sorted(epoch.tolist()) == list(range(100)) for epoch in epochs)

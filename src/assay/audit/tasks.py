@@ -294,19 +294,32 @@ def _require_same_function(model: ModelWrapper, rebuilt: ModelWrapper) -> None:
 
 def dataset_payload(data: Dataset) -> dict[str, Any]:
     """A split as plain data and safetensors bytes (its tensors)."""
-    tensors = {"x": data.x, "y": data.y, **({} if data.group is None else {"group": data.group})}
+    tensors = {"x": data.x, "y": data.y,
+               **{f"attribute.{k}": v for k, v in data.attributes.items()}}
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    schema = None if data.schema is None else data.schema.to_dict()
     return {"format": PAYLOAD_FORMAT, "tensors": safetensors.torch.save(tensors),
             "name": data.name, "split": data.split, "classes": list(data.classes),
-            "source": data.source}
+            "source": data.source, "schema": schema,
+            "attribute_values": {k: list(v) for k, v in data.attribute_values.items()}}
 
 
 def dataset_from_payload(payload: dict[str, Any]) -> Dataset:
     """The split that :func:`dataset_payload` described (validated like any Dataset)."""
     _require_format(payload, "data set")
     tensors = safetensors.torch.load(payload["tensors"])
+    attributes = {k.removeprefix("attribute."): v for k, v in tensors.items()
+                  if k.startswith("attribute.")}
+    schema = payload.get("schema")
+    if schema is not None:
+        from ..core.tabular import TabularSchema
+
+        schema = TabularSchema.from_dict(schema)
     return Dataset(tensors["x"], tensors["y"], payload["name"], payload["split"],
-                   tuple(payload["classes"]), tensors.get("group"), payload["source"])
+                   tuple(payload["classes"]), source=payload["source"], attributes=attributes,
+                   attribute_values={k: tuple(v) for k, v in
+                                     payload.get("attribute_values", {}).items()},
+                   schema=schema)
 
 
 def _require_format(payload: Any, what: str) -> None:

@@ -1,8 +1,9 @@
 """The in-memory data set: one split as tensors, validated on construction.
 
 A ``Dataset`` holds inputs ``x`` (float32, ``[N, C, H, W]`` images in their natural range
-or ``[N, D]`` tabular rows), labels ``y`` (int64, ``[N]``), and optional sensitive
-attributes ``group`` (int64, ``[N]``). The loaders build it and :mod:`assay.core.data`
+or ``[N, D]`` tabular rows), labels ``y`` (int64, ``[N]``), and optional named sensitive
+attributes (int64 codes, ``[N]`` each; ``group`` is the name of a single unnamed one). The
+loaders build it and :mod:`assay.core.data`
 (whose ``load_data`` calls the loaders) re-exports it: the class lives apart so that the
 loaders and ``load_data`` do not import each other.
 """
@@ -10,7 +11,10 @@ loaders and ``load_data`` do not import each other.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +40,18 @@ class Dataset:
     classes : tuple of str
         Class names; its length is the class count.
     group : Tensor [N] int64 or None
-        Sensitive attribute (for fairness and privacy checks).
+        A single unnamed sensitive attribute; the same tensor as ``attributes["group"]``.
+    attributes : mapping of str to Tensor [N] int64
+        Named sensitive attributes (``"sex"``, ``"race"``), non-negative integer codes, for
+        the fairness and privacy checks. Names are letters, digits, ``_`` and ``-``
+        (``*`` joins names into intersectional groups, ``@`` and ``=`` appear in metric
+        names).
+    attribute_values : mapping of str to tuple of str
+        The value each code stands for, per attribute (``("Female", "Male")``); an attribute
+        without an entry is named by its codes.
+    schema : object or None
+        How the raw rows of a tabular split were encoded (a
+        :class:`assay.core.tabular.TabularSchema`); None for images and arrays.
     """
 
     x: Tensor
@@ -46,10 +61,25 @@ class Dataset:
     classes: tuple[str, ...]
     group: Tensor | None = None
     source: str = ""
+    attributes: Mapping[str, Tensor] = field(default_factory=dict)
+    attribute_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    schema: Any = None
     _sha256: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        attributes = dict(self.attributes)
+        if self.group is not None:
+            if "group" in attributes and attributes["group"] is not self.group:
+                raise AssayValueError(f"{self.label}: give the unnamed attribute as group or "
+                                      "as attributes['group'], not both.")
+            attributes["group"] = self.group
+        object.__setattr__(self, "attributes", attributes)
+        object.__setattr__(self, "group", attributes.get("group"))
+        object.__setattr__(self, "attribute_values",
+                           {k: tuple(str(v) for v in values)
+                            for k, values in self.attribute_values.items()})
         validate_arrays(self.x, self.y, self.group, len(self.classes), where=self.label)
+        validate_attributes(attributes, self.attribute_values, len(self.y), where=self.label)
 
     @property
     def label(self) -> str:
@@ -66,6 +96,22 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.y)
 
+    def attribute(self, name: str) -> tuple[Tensor, tuple[str, ...]]:
+        """The codes of sensitive attribute ``name`` and the value each code stands for
+        (its ``attribute_values``, else the codes as text); raises naming the attributes
+        this split has."""
+        if name not in self.attributes:
+            have = ", ".join(sorted(self.attributes)) or "none"
+            raise AssayValueError(
+                f"{self.label} has no sensitive attribute {name!r} (it has: {have}). Fix: "
+                "name one of those, or load data that carries it (a CSV's --sensitive "
+                "columns, an .npz array group_<name>).")
+        codes = self.attributes[name]
+        values = self.attribute_values.get(name)
+        if values is None:
+            values = tuple(str(i) for i in range(int(codes.max()) + 1))
+        return codes, values
+
     def subset(self, n: int | None) -> Dataset:
         """The first ``n`` samples (all when ``n`` is None or larger than the split)."""
         if n is not None:
@@ -77,7 +123,9 @@ class Dataset:
     def take(self, index: Tensor, split: str | None = None) -> Dataset:
         """The samples at ``index``, as a new split (named ``split`` when given)."""
         return Dataset(self.x[index], self.y[index], self.name, split or self.split, self.classes,
-                       None if self.group is None else self.group[index], self.source)
+                       source=self.source,
+                       attributes={k: v[index] for k, v in self.attributes.items()},
+                       attribute_values=self.attribute_values, schema=self.schema)
 
     def split_off(self, fraction: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
         """A seeded random split into (``fraction`` of the samples, the rest).
@@ -97,13 +145,16 @@ class Dataset:
                 self.take(order[count:], f"{self.split}/rest"))
 
     def sha256(self) -> str:
-        """Content hash of x, y and group (cached)."""
+        """Content hash of x, y and the sensitive attributes with their names (cached)."""
         if not self._sha256:
             digest = hashlib.sha256()
-            for tensor in (self.x, self.y, self.group):
-                if tensor is not None:
-                    digest.update(str(tuple(tensor.shape)).encode())
-                    digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            for tensor in (self.x, self.y):
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            for name in sorted(self.attributes):
+                codes = self.attributes[name]
+                digest.update(f"{name}={self.attribute_values.get(name)}".encode())
+                digest.update(codes.detach().cpu().contiguous().numpy().tobytes())
             self._sha256.append(digest.hexdigest())
         return self._sha256[0]
 
@@ -111,6 +162,7 @@ class Dataset:
         return {"name": self.name, "split": self.split, "n": len(self),
                 "input_shape": list(self.input_shape), "num_classes": self.num_classes,
                 "classes": list(self.classes), "has_group": self.group is not None,
+                "attributes": {k: list(self.attribute(k)[1]) for k in sorted(self.attributes)},
                 "source": self.source, "sha256": self.sha256()}
 
 
@@ -143,6 +195,34 @@ def validate_arrays(x: Tensor, y: Tensor, group: Tensor | None, num_classes: int
     if group is not None and (group.shape != y.shape or group.dtype != torch.int64):
         raise AssayValueError(f"{where}: group must be an int64 tensor shaped like y; got "
                               f"dtype {group.dtype} and shape {tuple(group.shape)}.")
+
+
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def validate_attributes(attributes: Mapping[str, Tensor],
+                        values: Mapping[str, tuple[str, ...]], n: int, *, where: str) -> None:
+    """Raise ``AssayValueError`` naming ``where``, the attribute and the fix when a sensitive
+    attribute is unusable."""
+    for name, codes in attributes.items():
+        if not isinstance(name, str) or not ATTRIBUTE_NAME.fullmatch(name):
+            raise AssayValueError(f"{where}: sensitive attribute name {name!r} must be letters, "
+                                  "digits, '_', '.' or '-' (e.g. 'sex', 'age_group').")
+        if not isinstance(codes, Tensor) or codes.shape != (n,) or codes.dtype != torch.int64:
+            shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
+            raise AssayValueError(f"{where}: sensitive attribute {name!r} must be an int64 "
+                                  f"tensor of {n} codes, one per sample; got {shape}.")
+        if n and int(codes.min()) < 0:
+            raise AssayValueError(f"{where}: sensitive attribute {name!r} has negative codes; "
+                                  "codes are 0, 1, ... (one per value).")
+        if name in values and n and int(codes.max()) >= len(values[name]):
+            raise AssayValueError(f"{where}: sensitive attribute {name!r} has code "
+                                  f"{int(codes.max())} but names only {len(values[name])} "
+                                  "values.")
+    unknown = sorted(set(values) - set(attributes))
+    if unknown:
+        raise AssayValueError(f"{where}: attribute_values names {unknown}, which are not "
+                              "attributes of the data.")
 
 
 def outside_bounds(x: Tensor, bounds: tuple[float, float]) -> tuple[float, float] | None:

@@ -1,7 +1,9 @@
 """The one training loop. Adversarial training, DP-SGD and the like extend it through
-``loss_fn`` (how a batch becomes a loss), ``step_fn`` (how a batch's loss becomes an update
-of the weights: DP-SGD clips and noises per-sample gradients there) and ``on_epoch_end``
-(what to watch after each epoch) instead of copying it.
+``loss_fn`` (how a batch becomes a loss; an :class:`IndexedLoss` also sees which samples
+the batch holds, for per-sample weights or sensitive attributes), ``step_fn`` (how a
+batch's loss becomes an update of the weights: DP-SGD clips and noises per-sample
+gradients there) and ``on_epoch_end`` (what to watch after each epoch) instead of copying
+it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,20 @@ LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(model(x), y)
+
+
+@dataclass(frozen=True)
+class IndexedLoss:
+    """A loss that needs per-sample values beside the batch (reweighing's weights, a
+    fairness penalty's sensitive attribute): :func:`fit` calls ``fn(model, x, y, index)``
+    with ``index`` the batch's positions in the training set (int64, on the CPU), so ``fn``
+    can take ``weights[index]``."""
+
+    fn: Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
+
+    def bind(self, index: Tensor) -> LossFn:
+        """The plain ``loss_fn(model, x, y)`` of the batch at ``index``."""
+        return lambda model, x, y: self.fn(model, x, y, index)
 
 
 StepFn = Callable[[nn.Module, Tensor, Tensor, LossFn, torch.optim.Optimizer], Tensor]
@@ -108,13 +124,14 @@ class TrainHistory:
 
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
-        loss_fn: LossFn = cross_entropy_loss, step_fn: StepFn = gradient_step,
+        loss_fn: LossFn | IndexedLoss = cross_entropy_loss, step_fn: StepFn = gradient_step,
         on_epoch_end: Callable[[int, nn.Module], bool] | None = None,
         show_progress: bool = True) -> TrainHistory:
     """Train ``model`` in place on ``data`` and return the per-epoch history.
 
     ``loss_fn(model, x, y)`` turns a batch into a scalar loss (default: cross-entropy on
-    the model's logits). ``step_fn(model, x, y, loss_fn, optimizer)`` runs once per batch,
+    the model's logits); an :class:`IndexedLoss` is also told the batch's sample indices.
+    ``step_fn(model, x, y, loss_fn, optimizer)`` runs once per batch,
     in train mode, and returns the batch's mean loss as a tensor (for the history); the
     default :func:`gradient_step` zeroes the gradients, back-propagates ``loss_fn`` and
     steps ``optimizer`` (Adam or SGD of ``config``, whose learning-rate schedule is
@@ -150,7 +167,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
                                   enabled=show_progress):
             index = order[start:start + config.batch_size]
             x, y = x_all[index].to(device), y_all[index].to(device)
-            loss = step_fn(model, x, y, loss_fn, optimizer)
+            batch_loss = loss_fn.bind(index) if isinstance(loss_fn, IndexedLoss) else loss_fn
+            loss = step_fn(model, x, y, batch_loss, optimizer)
             if scheduler is not None:
                 scheduler.step()
             total_loss += float(loss.detach()) * len(y)
