@@ -40,7 +40,8 @@ def test_demo_writes_the_four_reports(tmp_path):
         "junit.xml", "report.html", "report.json", "summary.md"]
     report = json.loads((out / "report.json").read_text())
     assert [c["id"] for c in report["checks"]] == [
-        "accuracy", "robustness", "corruptions", "calibration", "conformal", "ood", "explanations"]
+        "accuracy", "robustness", "corruptions", "calibration", "conformal", "ood", "explanations",
+        "fairness"]
     assert all(g["passed"] for c in report["checks"] for g in c["gates"])
     assert {c["status"] for c in report["checks"]} <= {"pass", "warn"}
 

@@ -127,3 +127,16 @@ def test_a_payload_of_another_format_is_refused():
         model_from_payload({"format": 99})
     with pytest.raises(AssayValueError, match="payload"):
         AuditInputs.from_payload([1])
+
+
+def test_a_tabular_split_travels_with_its_attributes_and_schema(tmp_path):
+    from assay.core.data import load_data
+
+    path = tmp_path / "rows.csv"
+    path.write_text("age,job,sex,y\n" + "".join(
+        f"{20 + i % 40},{'ab'[i % 2]},{'FM'[i % 3 == 0]},{i % 2}\n" for i in range(60)))
+    data = load_data(str(path), target="y", sensitive=["sex"])
+    back = dataset_from_payload(pickle.loads(pickle.dumps(dataset_payload(data))))
+    assert back.sha256() == data.sha256()
+    assert back.attribute("sex")[1] == data.attribute("sex")[1]
+    assert back.schema == data.schema

@@ -48,8 +48,10 @@ class Plot:
     ``x`` (for a heatmap: the column labels). Optional, all aligned with ``x``:
     ``reference`` lines that are not data (drawn dashed, e.g. perfect calibration),
     ``counts``: the samples behind each point of a series (drawn under the plot; a
-    series with counts is not joined into a curve), and ``points``: metric name ->
-    ``[series label, x value]``, the point a metric is, so the report can draw its gate.
+    series with counts is not joined into a curve), ``points``: metric name ->
+    ``[series label, x value]``, the point a metric is, so the report can draw its gate,
+    and ``intervals``: per series, ``[low, high]`` for each value (a confidence interval,
+    drawn as an error bar; ``[null, null]`` where there is none).
     """
 
     title: str
@@ -61,6 +63,7 @@ class Plot:
     reference: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, list[int]] = field(default_factory=dict)
     points: dict[str, list] = field(default_factory=dict)
+    intervals: dict[str, list[list[float | None]]] = field(default_factory=dict)
 
 
 # A report stays small: the images of a gallery past the first MAX_GALLERY_IMAGES, and any

@@ -23,6 +23,7 @@ import torch
 from .audit.plan import Plan, plan_from_dict
 from .core.data import Dataset
 from .core.model import ModelWrapper
+from .core.threads import threads_for
 from .core.training import TrainConfig
 from .errors import AssayValueError
 
@@ -96,7 +97,56 @@ class GaussianAugmentation:
             show_progress=show_progress)
 
 
-Defence = AdversarialTraining | GaussianAugmentation
+@dataclass(frozen=True)
+class FairnessTraining:
+    """Training that narrows the gap between the groups of the training data's sensitive
+    attribute ``attribute``: ``method`` "reweighing" (Kamiran & Calders 2012:
+    :func:`assay.defenses.fairness.fit_reweighed`) or "regularised" (cross-entropy plus
+    ``lam`` times the batch's ``constraint`` gap:
+    :func:`assay.defenses.fairness.fit_regularised`). The regulariser's penalty is the
+    absolute gap, which at ``lam`` 1 brought the demographic parity ratio of the Adult MLP
+    from 0.32 to 0.90 (benchmarks/fairness_mitigation.py); the squared gap is the smaller
+    push for the same ``lam``."""
+
+    attribute: str
+    method: Literal["reweighing", "regularised"] = "reweighing"
+    constraint: Literal["demographic_parity", "equalized_odds"] = "demographic_parity"
+    lam: float = 1.0
+
+    name = "fairness"
+
+    def __post_init__(self) -> None:
+        from ._params import check_choice, check_float
+
+        check_choice("method", self.method, ("reweighing", "regularised"), "FairnessTraining")
+        check_choice("constraint", self.constraint, ("demographic_parity", "equalized_odds"),
+                     "FairnessTraining")
+        check_float("lam", self.lam, "FairnessTraining", low=0.0)
+
+    @property
+    def label(self) -> str:
+        what = ("reweighing" if self.method == "reweighing" else
+                f"{self.constraint.replace('_', ' ')} regularisation (lambda {self.lam:g})")
+        return f"{what} for {self.attribute}"
+
+    def default_plan(self) -> dict[str, Any]:
+        return {"checks": [{"name": "accuracy"},
+                           {"name": "fairness", "params": {"attributes": [self.attribute]}}]}
+
+    def train(self, model: ModelWrapper, data: Dataset, config: TrainConfig, *,
+              show_progress: bool) -> None:
+        from .defenses.fairness import FairnessRegularisedLoss, fit_regularised, fit_reweighed
+
+        if self.method == "reweighing":
+            fit_reweighed(model, data, self.attribute, config, show_progress=show_progress)
+        else:
+            loss = FairnessRegularisedLoss(lam=self.lam, constraint=self.constraint,
+                                           penalty="absolute")
+            fit_regularised(model, data, self.attribute, loss, config,
+                            show_progress=show_progress)
+
+
+Defence = AdversarialTraining | GaussianAugmentation | FairnessTraining
 
 
 def harden_plan(defence: Defence) -> Plan:
@@ -134,7 +184,10 @@ def harden(model: ModelWrapper, defence: Defence, train: Dataset, test: Dataset,
         # the MNIST LeNet); save_network writes contiguous tensors
         hardened.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     started = time.perf_counter()
-    defence.train(hardened, train, config, show_progress=show_progress)
+    # threads sized to the work, as for every check: a small model on 2 threads beside a
+    # busy neighbour trained 6x slower than on one (a tabular MLP: 47 s against 8 s)
+    with threads_for("auto", hardened, train.x, owner="harden"):
+        defence.train(hardened, train, config, show_progress=show_progress)
     seconds = time.perf_counter() - started
     hardened.name = f"{model.name} + {defence.label}"
     save_network(hardened.net, out, test)
@@ -198,8 +251,9 @@ def compress(model: ModelWrapper, train: Dataset, test: Dataset, *, out: Path,
         new = compression.quantize(model, "static" if static else "dynamic",
                                    calibration=train if static else None)
     elif distill is not None:
-        new = compression.distill(model, distill, train, config=config,
-                                  show_progress=show_progress)
+        with threads_for("auto", model, train.x, owner="compress"):
+            new = compression.distill(model, distill, train, config=config,
+                                      show_progress=show_progress)
     save_network(new.net, out, test)
     before, after = (accuracy(m.predict(test.x), test.y.to(m.device)) for m in (model, new))
     return CompressResult(new, before, after, compression.model_size_bytes(model),

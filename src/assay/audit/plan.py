@@ -27,6 +27,7 @@ needs the model and data (an eps above the input range) is checked by the runner
 from __future__ import annotations
 
 import math
+from fnmatch import fnmatchcase
 import operator
 import re
 import tomllib
@@ -57,6 +58,13 @@ class Gate:
 
     def passes(self, value: float | None) -> bool:
         return value is not None and math.isfinite(value) and OPS[self.op](value, self.threshold)
+
+
+def names_metric(metrics: list[str], name: str) -> bool:
+    """Whether ``name`` is one of a check's ``metrics``, or matches one of its patterns
+    (``"selection_rate@sex=*"``: metrics named after values found in the data). A gate on
+    a pattern's metric that the run does not produce fails, like any missing metric."""
+    return name in metrics or any("*" in m and fnmatchcase(name, m) for m in metrics)
 
 
 def parse_gate(text: str) -> Gate:
@@ -185,7 +193,7 @@ def _check_spec(entry: Any, where: str) -> CheckSpec:
             gate = parse_gate(text)
         except AssayValueError as err:
             raise AssayValueError(f"{where}: {err}") from None
-        if gate.metric not in metrics:
+        if not names_metric(metrics, gate.metric):
             raise AssayValueError(f"{where}: gate {text!r} names unknown metric "
                                   f"{gate.metric!r}; check {name!r} with these params "
                                   f"produces {metrics}")

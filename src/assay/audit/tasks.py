@@ -37,6 +37,7 @@ from ..core import zoo
 from ..core.data import Dataset
 from ..core.model import ModelFinding, ModelWrapper
 from ..core.rng import seeded_generator
+from ..core.tabular import TabularSchema
 from ..core.threads import Threads, threads_for
 from ..core.training import TrainConfig, TrainingRecipe
 from ..errors import AssayValueError
@@ -312,8 +313,6 @@ def dataset_from_payload(payload: dict[str, Any]) -> Dataset:
                   if k.startswith("attribute.")}
     schema = payload.get("schema")
     if schema is not None:
-        from ..core.tabular import TabularSchema
-
         schema = TabularSchema.from_dict(schema)
     return Dataset(tensors["x"], tensors["y"], payload["name"], payload["split"],
                    tuple(payload["classes"]), source=payload["source"], attributes=attributes,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AssayValueError
-from .options import (add_model_options, check_model_options, load_data_flag, model_from_args,
-                      threads, to_device)
+from .options import (add_model_options, check_model_options, data_options, load_data_flag,
+                      model_from_args, threads, to_device)
 
 # The plan of `assay audit --model` without --plan. Its gates catch a useless model on
 # any data (half of the majority-class guess's errors avoided) and one that any
@@ -21,6 +21,13 @@ DEFAULT_PLAN: dict[str, Any] = {"checks": [
 ]}
 
 
+# The plan of `assay audit --predictions` (and of tabular data) without --plan: the default
+# accuracy gate, calibration, and the fairness check of every attribute (its four-fifths
+# rule warns; gates are the user's).
+PREDICTIONS_PLAN: dict[str, Any] = {"checks": [
+    DEFAULT_PLAN["checks"][0], {"name": "calibration"}, {"name": "fairness"}]}  # in order
+
+
 def add_parser(commands) -> None:
     audit = commands.add_parser(
         "audit", help="run an audit plan and write the reports",
@@ -28,14 +35,24 @@ def add_parser(commands) -> None:
                     "report.json, junit.xml and summary.md. Exit 0 when every gate passes, "
                     "1 when one fails, 2 on bad input.")
     source = audit.add_mutually_exclusive_group(required=True)
-    source.add_argument("--demo", action="store_true",
-                        help="train the demo CNN on the embedded digits (or read its weights "
-                             "from the cache) and audit it")
+    source.add_argument("--demo", nargs="?", const="digits", choices=("digits", "adult"),
+                        help="train a demo model (or read its weights from the cache) and "
+                             "audit it: 'digits' (the default) a CNN on the embedded 8x8 "
+                             "digits; 'adult' an MLP on UCI Adult from the data directory, "
+                             "with fairness by sex and race")
     source.add_argument("--model", type=Path, metavar="PATH",
                         help="TorchScript, torch.export (.pt2), safetensors or state_dict file")
+    source.add_argument("--predictions", type=Path, metavar="CSV",
+                        help="audit any model's recorded outputs instead of a torch model: a "
+                             "CSV with columns label, score (probability of class 1) or "
+                             "score_0..score_K-1 or prediction, and the sensitive attributes "
+                             "(the other columns, or those --sensitive names); runs the checks "
+                             "that need only outputs: accuracy, calibration, conformal, "
+                             "fairness (default plan: accuracy, calibration when there are "
+                             "scores, fairness)")
     audit.add_argument("--data", metavar="SPEC",
-                       help="NAME[:SPLIT][:N] (digits, mnist, fashion-mnist, cifar10) or an "
-                            ".npz path")
+                       help="NAME[:SPLIT][:N] (digits, mnist, fashion-mnist, cifar10, adult, "
+                            "german, compas), an .npz path, or a .csv path (with --target)")
     audit.add_argument("--train-data", metavar="SPEC",
                        help="the model's training data, same forms as --data (SPLIT default "
                             "train): the members for privacy checks, the training set for "
@@ -51,7 +68,9 @@ def add_parser(commands) -> None:
              "robustness (PGD-20, L-inf eps 0, 0.1, 0.3 in input units), gated by "
              f"'{robustness_gate}' (at least 30%% of the inputs keep their class under every "
              "perturbation of 0.1, a tenth of the [0, 1] range; a normally trained CNN on "
-             "the embedded digits scores 0.53 there). The demo has its own plan.")
+             "the embedded digits scores 0.53 there); for tabular data, accuracy, "
+             "calibration and fairness instead of robustness. The demos have their own "
+             "plans.")
     audit.add_argument("--out", type=Path, default=Path("assay-report"),
                        help="output directory (default ./assay-report)")
     audit.add_argument("--cache-dir", type=Path,
@@ -78,13 +97,17 @@ def run(args: argparse.Namespace) -> int:
         from .demo import demo_inputs
 
         plan, cache_dir, (model, data, train_data) = demo_inputs(args, _output_dirs)
+    elif args.predictions:
+        plan, (model, data), model_info = _predictions_inputs(args)
+        cache_dir, train_data = _output_dirs(args), None
     else:
         if not args.data:
             raise AssayValueError("--model needs --data SPEC (e.g. mnist:test:1000 or data.npz).")
-        plan = load_plan(args.plan) if args.plan else plan_from_dict(
-            DEFAULT_PLAN, source="<default plan>")
+        plan = load_plan(args.plan) if args.plan else None
         cache_dir = _output_dirs(args)
         model, data, train_data, model_info = _load_model_and_data(args)
+        if plan is None:
+            plan = plan_from_dict(_default_plan(data), source="<default plan>")
     to_device(model, args.device)
     result = run_audit(model, data, plan, train_data=train_data, cache_dir=cache_dir,
                        progress=progress, model_info=model_info, data_root=args.data_dir,
@@ -95,6 +118,46 @@ def run(args: argparse.Namespace) -> int:
     print(f"assay: {result.status.upper()} ({_gate_summary(result)}): reports in {args.out}/ "
           f"({', '.join(p.name for p in paths.values())})", file=sys.stderr)
     return result.exit_code
+
+
+def _default_plan(data) -> dict[str, Any]:
+    """The plan without --plan: :data:`DEFAULT_PLAN` for images; for tabular rows, whose
+    perturbations mean nothing, accuracy, calibration and fairness as for predictions."""
+    if data.schema is None:
+        return DEFAULT_PLAN
+    return {"checks": [c for c in PREDICTIONS_PLAN["checks"]
+                       if data.attributes or c["name"] != "fairness"]}
+
+
+def _predictions_inputs(args: argparse.Namespace):
+    """The plan, (model, data) and model info of --predictions; refuses flags that describe
+    a torch model or its data, and checks that need more than recorded outputs."""
+    from ..audit.plan import load_plan, plan_from_dict
+    from ..core.model_io import file_sha256
+    from ..core.predictions import NEEDS_SCORES, PREDICTION_CHECKS, load_predictions
+
+    for flag, value in (("--data", args.data), ("--train-data", args.train_data),
+                        ("--arch", args.arch), ("--target", args.target)):
+        if value:
+            raise AssayValueError(f"--predictions holds the labels and outputs; drop {flag}.")
+    model, data, scores = load_predictions(args.predictions, sensitive=args.sensitive)
+    plan = load_plan(args.plan) if args.plan else plan_from_dict(
+        {"checks": [c for c in PREDICTIONS_PLAN["checks"]
+                    if scores or c["name"] not in NEEDS_SCORES]},
+        source="<default predictions plan>")
+    where = args.plan or "the plan"
+    for spec in plan.checks:
+        if spec.name not in PREDICTION_CHECKS:
+            raise AssayValueError(f"{where}: check {spec.name!r} needs a torch model; with "
+                                  f"--predictions a plan may run {', '.join(PREDICTION_CHECKS)}.")
+        if spec.name in NEEDS_SCORES and not scores:
+            raise AssayValueError(f"{where}: check {spec.name!r} needs probabilities, but "
+                                  f"{args.predictions} has predicted classes only. Fix: add "
+                                  "a 'score' column (or score_0..score_K-1), or drop the check.")
+    path = args.predictions
+    info = {"file": {"path": str(path), "sha256": file_sha256(path), "format": "predictions",
+                     "bytes": path.stat().st_size}}
+    return plan, (model, data), info
 
 
 def _output_dirs(args: argparse.Namespace) -> Path | None:
@@ -136,9 +199,10 @@ def _load_model_and_data(args: argparse.Namespace):
     from ..core.data import load_data
 
     check_model_options(args)
-    data = load_data(args.data, data_root=args.data_dir)
+    data = load_data(args.data, data_root=args.data_dir, **data_options(args))
     train_data = (None if args.train_data is None else
-                  load_data_flag("--train-data", args.train_data, args, default_split="train"))
+                  load_data_flag("--train-data", args.train_data, args, default_split="train",
+                                 schema=data.schema))
     check_model_options(args, data.input_shape)
-    model, info = model_from_args(args, data, num_classes=None)
+    model, info = model_from_args(args, data, num_classes=None, range_of=(train_data,))
     return model, data, train_data, info

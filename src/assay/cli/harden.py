@@ -1,4 +1,4 @@
-"""``assay harden adversarial|smoothing`` and ``assay compress``: the flags, their checks
+"""``assay harden adversarial|smoothing|fairness`` and ``assay compress``: the flags, their checks
 before any work, and the calls of :func:`assay.workflows.harden` and
 :func:`assay.workflows.compress`.
 
@@ -16,7 +16,8 @@ import math
 from pathlib import Path
 
 from ..errors import AssayValueError
-from .options import add_model_options, check_model_options, model_from_args, to_device
+from .options import (add_model_options, check_model_options, data_options, model_from_args,
+                      to_device)
 
 log = logging.getLogger("assay")
 
@@ -51,13 +52,30 @@ def add_harden_parser(commands) -> None:
                                                      "randomized smoothing (Cohen et al. 2019)")
     smoothing.add_argument("--sigma", type=float, default=0.25,
                            help="Gaussian noise level, > 0 (default: %(default)s)")
-    for sub in (adversarial, smoothing):
+    fairness = methods.add_parser("fairness", help="training that narrows a group gap "
+                                                   "(reweighing, a fairness regulariser)")
+    fairness.add_argument("--attribute", required=True, metavar="NAME",
+                          help="the training data's sensitive attribute whose groups the "
+                               "training evens out (required; e.g. sex)")
+    fairness.add_argument("--method", choices=("reweighing", "regularised"),
+                          default="reweighing",
+                          help="reweighing (Kamiran & Calders 2012: weights that make the "
+                               "label independent of the group) or regularised (cross-entropy "
+                               "plus --lam times the batch's group gap) (default: %(default)s)")
+    fairness.add_argument("--constraint", choices=("demographic_parity", "equalized_odds"),
+                          default="demographic_parity",
+                          help="the gap the regulariser penalises (default: %(default)s)")
+    fairness.add_argument("--lam", type=float, default=1.0,
+                          help="the regulariser's weight, >= 0 (default: %(default)s)")
+    for sub in (adversarial, smoothing, fairness):
         _common(sub)
         sub.add_argument("--report", type=Path,
                          help="before/after report directory (default: OUT's name + '-report' "
                               "beside OUT)")
         sub.add_argument("--plan", type=Path, help="TOML plan for both audits (default: "
-                                                   "accuracy and the defence's robustness check)")
+                                                   "accuracy and the defence's own check: "
+                                                   "robustness, certified robustness or "
+                                                   "fairness)")
 
 
 def add_compress_parser(commands) -> None:
@@ -136,9 +154,12 @@ def run(args: argparse.Namespace) -> int:
         defence, plan = _defence_and_plan(args)
     train, test = _data(args)
     check_model_options(args, train.input_shape)
-    model, info = model_from_args(args, train, num_classes=train.num_classes)
+    model, info = model_from_args(args, train, num_classes=train.num_classes, range_of=(test,))
     to_device(model, args.device)
-    preflight(model, test)
+    preflight(model, test, plan, train_data=train)
+    if args.command == "harden" and args.defence == "fairness":
+        for split in (train, test):  # refused now, not after the training
+            split.attribute(args.attribute)
     if args.command == "compress":
         return _compress(args, model, info, train, test)
     return _harden(args, model, info, defence, plan, train, test)
@@ -152,8 +173,10 @@ def _check_numbers(args: argparse.Namespace) -> None:
         rules += [("--eps", args.eps, 0, True), ("--steps", args.steps, 1, False),
                   ("--beta", args.beta, 0, False), ("--alpha", args.alpha, 0, True),
                   ("--ramp-epochs", args.ramp_epochs, 0, False)]
-    elif args.command == "harden":
+    elif args.command == "harden" and args.defence == "smoothing":
         rules.append(("--sigma", args.sigma, 0, True))
+    elif args.command == "harden":
+        rules.append(("--lam", args.lam, 0, False))
     elif args.prune is not None and not 0 <= args.prune < 1:
         raise AssayValueError(f"--prune {args.prune:g}: the fraction of weights zeroed must be "
                               "in [0, 1).")
@@ -171,13 +194,17 @@ def _report_dir(args: argparse.Namespace) -> Path:
 def _defence_and_plan(args: argparse.Namespace):
     """The defence and the plan of both audits (validated here, before training)."""
     from ..audit.plan import load_plan
-    from ..workflows import AdversarialTraining, Defence, GaussianAugmentation, harden_plan
+    from ..workflows import (AdversarialTraining, Defence, FairnessTraining,
+                             GaussianAugmentation, harden_plan)
 
     defence: Defence
     if args.defence == "adversarial":
         defence = AdversarialTraining(eps=args.eps, method=args.method, norm=args.norm,
                                       steps=args.steps, beta=args.beta, alpha=args.alpha,
                                       ramp_epochs=args.ramp_epochs)
+    elif args.defence == "fairness":
+        defence = FairnessTraining(attribute=args.attribute, method=args.method,
+                                   constraint=args.constraint, lam=args.lam)
     else:
         defence = GaussianAugmentation(sigma=args.sigma)
     return defence, load_plan(args.plan) if args.plan else harden_plan(defence)
@@ -186,14 +213,15 @@ def _defence_and_plan(args: argparse.Namespace):
 def _data(args: argparse.Namespace):
     from ..core.data import load_data, parse_spec
 
-    train = load_data(args.data, data_root=args.data_dir, default_split="train")
+    train = load_data(args.data, data_root=args.data_dir, default_split="train",
+                      **data_options(args))
     spec = args.eval_data
     if spec is None:
-        if args.data.endswith(".npz"):
-            raise AssayValueError("--data is an .npz file: name the evaluation data with "
-                                  "--eval-data.")
+        if args.data.endswith((".npz", ".csv")):
+            raise AssayValueError(f"--data is an {args.data[-4:]} file: name the evaluation "
+                                  "data with --eval-data.")
         spec = f"{parse_spec(args.data)[0]}:test:1000"
-    return train, load_data(spec, data_root=args.data_dir)
+    return train, load_data(spec, data_root=args.data_dir, **data_options(args, train.schema))
 
 
 def _config(args: argparse.Namespace):

@@ -133,6 +133,11 @@ class Dataset:
         Used for held-out calibration data (temperature scaling, conformal prediction).
         ``fraction`` must lie in (0, 1); raises when either part would be empty.
         """
+        first, rest = self.split_indices(fraction, seed=seed)
+        return self.take(first, f"{self.split}/held-out"), self.take(rest, f"{self.split}/rest")
+
+    def split_indices(self, fraction: float, *, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """The positions of :meth:`split_off`'s two parts."""
         fraction = check_float("fraction", fraction, "Dataset.split_off", low=0.0, high=1.0,
                                low_open=True, high_open=True)
         check_int("seed", seed, "Dataset.split_off", low=0)
@@ -141,8 +146,7 @@ class Dataset:
             raise AssayValueError(f"{self.label}: splitting {len(self)} samples at fraction "
                                   f"{fraction} leaves an empty part; use more samples.")
         order = torch.randperm(len(self), generator=seeded_generator(seed))
-        return (self.take(order[:count], f"{self.split}/held-out"),
-                self.take(order[count:], f"{self.split}/rest"))
+        return order[:count], order[count:]
 
     def sha256(self) -> str:
         """Content hash of x, y and the sensitive attributes with their names (cached)."""

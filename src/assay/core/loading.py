@@ -5,11 +5,17 @@ archives (``.pt2``), safetensors files, and ``state_dict`` files saved with
 ``torch.save`` (loaded with ``weights_only=True``). The last two hold weights only and
 need an architecture name from :mod:`assay.core.zoo`. Nothing here unpickles arbitrary
 objects: a file that needs full pickle is refused with the reason.
+
+A tabular model saved by :func:`assay.core.model_io.save_network` carries its
+:class:`~assay.core.tabular.TabularSchema` as JSON: in the safetensors metadata under
+:data:`SCHEMA_KEY`, or as the TorchScript extra file :data:`SCHEMA_FILE`. It is untrusted
+input like the rest of the file and validated field by field.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import warnings
 import zipfile
@@ -21,10 +27,16 @@ from torch import nn
 
 from . import zoo
 from .model import ExportedModule
+from .tabular import TabularSchema, check_encoder_matches
 from .._params import check_choice
 from ..errors import AssayValueError
 
 ModelFormat = Literal["torchscript", "export", "safetensors", "state_dict"]
+#: Where a model file keeps its tabular schema: a safetensors metadata key, a TorchScript
+#: extra file.
+SCHEMA_KEY = "assay.tabular_schema"
+SCHEMA_FILE = "assay_tabular_schema.json"
+_MAX_SCHEMA_BYTES = 64 << 20
 
 
 def sniff_format(path: Path) -> ModelFormat:
@@ -105,7 +117,14 @@ def load_network(path: str | Path, *, arch: str | None = None,
     if input_shape is None or num_classes is None:
         raise AssayValueError(f"{path}: building architecture {arch!r} needs the input shape "
                               "and class count; they come from the data.")
-    net = zoo.build(arch, input_shape=input_shape, num_classes=num_classes)
+    schema = schema_of_model_file(path) if kind == "safetensors" else None
+    try:
+        net = zoo.build(arch, input_shape=input_shape, num_classes=num_classes, schema=schema)
+    except AssayValueError as err:
+        if schema is None:
+            raise
+        raise AssayValueError(f"{path}: a tabular model (its file carries a schema of "
+                              f"{len(schema.features)} columns): {err}") from None
     mismatch = _state_mismatch(net.state_dict(), state)
     if not mismatch:
         try:
@@ -117,7 +136,48 @@ def load_network(path: str | Path, *, arch: str | None = None,
                               f"input shape {tuple(input_shape)} and {num_classes} classes "
                               f"({mismatch}). Check --arch and that the data's class count "
                               "matches the model's.")
+    check_encoder_matches(net, str(path))
     return net.eval(), kind  # weights carry no mode: not the fresh module's train mode
+
+
+def schema_of_model_file(path: str | Path) -> TabularSchema | None:
+    """The tabular schema a model file carries (read from the safetensors header or the
+    TorchScript archive's extra file alone, never the weights), or None."""
+    path = Path(path)
+    if not path.is_file():
+        raise AssayValueError(f"{path}: no such model file.")
+    kind = sniff_format(path)
+    where = f"{path}: the tabular schema in its metadata"
+    if kind == "safetensors":
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            raw = handle.read(size)
+        try:
+            header = json.loads(raw)
+        except (ValueError, RecursionError) as err:
+            raise AssayValueError(f"{path}: not a valid safetensors header ({err}).") from err
+        metadata = header.get("__metadata__") if isinstance(header, dict) else None
+        text = metadata.get(SCHEMA_KEY) if isinstance(metadata, dict) else None
+        if text is None:
+            return None
+        if not isinstance(text, str):
+            raise AssayValueError(f"{where} must be a JSON string.")
+        return TabularSchema.from_json(text, where=where)
+    if kind == "torchscript":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                member = next((info for info in archive.infolist()
+                               if info.filename.endswith(f"/extra/{SCHEMA_FILE}")), None)
+                if member is None:
+                    return None
+                if member.file_size > _MAX_SCHEMA_BYTES:
+                    raise AssayValueError(f"{where} is {member.file_size:,} bytes, more than "
+                                          f"{_MAX_SCHEMA_BYTES:,}.")
+                text = archive.read(member).decode("utf-8")
+        except (zipfile.BadZipFile, UnicodeDecodeError, OSError) as err:
+            raise AssayValueError(f"{where} is not readable ({err}).") from err
+        return TabularSchema.from_json(text, where=where)
+    return None
 
 
 def _state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:

@@ -3,6 +3,7 @@
 | name       | what                                                                      |
 |------------|---------------------------------------------------------------------------|
 | mlp        | two hidden layers of 256 units with ReLU; for tabular or flattened input  |
+|            | (with a tabular schema: its ``TabularEncoder`` first, on raw rows)        |
 | small_cnn  | conv16-conv32 (3x3, stride 2) and a 100-unit hidden layer; seconds on CPU |
 | lenet      | the MNIST CNN of Madry et al. (ICLR 2018): conv32-5x5, pool, conv64-5x5,  |
 |            | pool, fc1024                                                              |
@@ -22,6 +23,7 @@ from torch import nn
 from .._params import check_choice, check_int
 from ..errors import AssayValueError
 from ..registry import Registry
+from .tabular import TabularEncoder, TabularSchema
 
 
 def _mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -109,12 +111,18 @@ ARCHITECTURES.add("lenet", _lenet)
 ARCHITECTURES.add("resnet", _resnet)
 
 
-def build(name: str, *, input_shape: Sequence[int], num_classes: int, seed: int = 0) -> nn.Module:
+def build(name: str, *, input_shape: Sequence[int], num_classes: int, seed: int = 0,
+          schema: TabularSchema | None = None) -> nn.Module:
     """Build architecture ``name`` for ``input_shape`` (no batch dim) and ``num_classes``.
 
     The weights are drawn on the CPU from ``seed`` inside a forked CPU random state, so
     the global random states (CPU and CUDA) are left as they were and the same seed gives
     the same weights.
+
+    With a tabular ``schema`` (``mlp`` only; ``input_shape`` is then ``(len(features),)``,
+    the raw rows), the network is ``nn.Sequential(TabularEncoder(schema), mlp)`` with the
+    MLP on the encoded width: the model reads raw rows and codes them itself. The MLP's
+    weights are those of ``build("mlp", input_shape=(schema.encoded_width,), ...)``.
 
     >>> net = build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
     >>> net(torch.zeros(2, 1, 8, 8)).shape
@@ -124,8 +132,25 @@ def build(name: str, *, input_shape: Sequence[int], num_classes: int, seed: int 
     check_int("num_classes", num_classes, "zoo.build", low=2)
     check_int("seed", seed, "zoo.build", low=0)
     shape = tuple(int(s) for s in input_shape)
+    if schema is not None:
+        return _tabular(name, shape, num_classes, seed, schema)
     # Built on the CPU from the CPU generator alone: torch.manual_seed would reseed every
     # CUDA device too, which fork_rng(devices=[]) does not restore.
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.default_generator.manual_seed(seed)
         return ARCHITECTURES[name](shape, num_classes)
+
+
+def _tabular(name: str, shape: tuple[int, ...], num_classes: int, seed: int,
+             schema: TabularSchema) -> nn.Module:
+    if not isinstance(schema, TabularSchema):
+        raise AssayValueError(f"The 'schema' parameter of zoo.build must be a TabularSchema or "
+                              f"None. Got {type(schema).__name__} instead.")
+    if name != "mlp":
+        raise AssayValueError(f"The architecture {name!r} takes images; tabular data (a "
+                              "schema) needs 'mlp'. Fix: pass --arch mlp.")
+    if shape != (len(schema.features),):
+        raise AssayValueError(f"zoo.build: input_shape {shape} does not match the schema's "
+                              f"{len(schema.features)} feature columns.")
+    mlp = build(name, input_shape=(schema.encoded_width,), num_classes=num_classes, seed=seed)
+    return nn.Sequential(TabularEncoder(schema), mlp)

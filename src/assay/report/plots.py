@@ -70,9 +70,11 @@ def _columns(labels: list[str]) -> int:
 
 
 def value_range(plot: Plot, gates: Iterable[GateResult] = ()) -> tuple[float, float] | None:
-    """The smallest and largest finite value the plot shows (series, references and the
-    thresholds of its gates), or None when it has none."""
-    values = [v for series in (*plot.series.values(), *plot.reference.values()) for v in series]
+    """The smallest and largest finite value the plot shows (series, references, intervals
+    and the thresholds of its gates), or None when it has none."""
+    values: list[float | None] = [
+        v for series in (*plot.series.values(), *plot.reference.values()) for v in series]
+    values += [end for series in plot.intervals.values() for pair in series for end in pair]
     values += [g.threshold for g in gates if g.metric in plot.points]
     finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return (min(finite), max(finite)) if finite else None
@@ -104,7 +106,8 @@ def _lines(axes, plot: Plot) -> dict[str, dict]:
                           markerfacecolor="white", color=line.get_color())
                 thin_drawn = True
         else:
-            axes.plot(xs, _floats(values), marker=marker, label=label)
+            line, = axes.plot(xs, _floats(values), marker=marker, label=label)
+        _error_bars(axes, xs, values, plot.intervals.get(label), line.get_color())
     if thin_drawn:  # a legend entry that explains the hollow points
         axes.plot([], [], linestyle="none", marker="o", markerfacecolor="white",
                   color=_REFERENCE, label=f"hollow: under {MIN_BIN} samples")
@@ -143,10 +146,31 @@ def _bars(axes, plot: Plot) -> dict[str, dict]:
         xs = [i + index * width for i in range(len(labels))]
         axes.bar(xs, [v if v is not None and math.isfinite(v) else 0 for v in values],
                  width=width, label=label)
+        _error_bars(axes, xs, values, plot.intervals.get(label), "#222222")
         positions[label] = {_key(v): p for v, p in zip(plot.x, xs, strict=True)}
-    axes.set_xticks([i + width * (len(plot.series) - 1) / 2 for i in range(len(labels))])
+    centres = [i + width * (len(plot.series) - 1) / 2 for i in range(len(labels))]
+    for label, values in plot.reference.items():  # a level to compare every bar with
+        axes.plot(centres, _floats(values), linestyle="--", color=_REFERENCE, linewidth=1.2,
+                  label=label, marker="_" if len(centres) == 1 else None, markersize=40)
+    axes.set_xticks(centres)
     _category_labels(axes, labels)
     return positions
+
+
+def _error_bars(axes, xs: list[float], values: list, intervals: list | None,
+                color: str) -> None:
+    """The ``[low, high]`` interval of each value as an error bar (none where missing)."""
+    if not intervals:
+        return
+    drawn = [(x, float(v), float(lo), float(hi))
+             for x, v, (lo, hi) in zip(xs, values, intervals, strict=True)
+             if None not in (v, lo, hi) and all(math.isfinite(float(t)) for t in (v, lo, hi))]
+    if drawn:
+        x, v, lo, hi = zip(*drawn, strict=True)
+        below = [max(mid - low, 0.0) for mid, low in zip(v, lo, strict=True)]
+        above = [max(high - mid, 0.0) for mid, high in zip(v, hi, strict=True)]
+        axes.errorbar(x, v, yerr=[below, above], fmt="none", ecolor=color, capsize=3,
+                      linewidth=1)
 
 
 def _category_labels(axes, labels: list[str]) -> None:

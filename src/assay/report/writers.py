@@ -118,6 +118,8 @@ def format_metric(name: str, value: float | None, *, signed: bool = False) -> st
         return "n/a"
     if _is_size(name):
         return human_bytes(value, signed=signed)
+    if float(value).is_integer() and abs(value) < 1e15:  # counts: 16281, not 1.628e+04
+        return f"{int(value):+d}" if signed else f"{int(value)}"
     return f"{value:+.4g}" if signed else f"{value:.4g}"
 
 
@@ -209,21 +211,37 @@ def render_junit(result: AuditResult) -> str:
             + "\n")
 
 
-def metric_grid(metrics: dict[str, float | None]) -> tuple[list[str], dict[str, list]] | None:
-    """Metrics named ``name@qualifier`` that form a full grid (at least 2 names x 2
-    qualifiers, e.g. the compression check's ``accuracy@prune:0.5``) as ``(names, rows)``,
-    rows keyed by qualifier in order of appearance; None when they do not."""
-    names: dict[str, None] = {}
-    qualifiers: dict[str, None] = {}
+def metric_tables(metrics: dict[str, float | None]
+                  ) -> list[tuple[list[str], dict[str, list]]]:
+    """The metrics as tables ``(column names, rows)``, in order of first appearance.
+    Metrics named ``name@qualifier`` whose qualifiers carry the same names form a grid when
+    there are at least 2 names and 2 qualifiers (rows keyed by qualifier: the compression
+    check's ``accuracy@prune:0.5``, the fairness check's ``tpr@sex=Female``); every other
+    metric goes in one list, columns ``["value"]`` and one row per metric."""
+    by_qualifier: dict[str, list[str]] = {}
     for key in metrics:
-        if "@" not in key:
-            return None
-        name, qualifier = key.split("@", 1)
-        names[name] = qualifiers[qualifier] = None
-    if len(names) < 2 or len(qualifiers) < 2 or len(metrics) != len(names) * len(qualifiers):
-        return None
-    rows = {q: [metrics[f"{n}@{q}"] for n in names] for q in qualifiers}
-    return list(names), rows
+        if "@" in key:
+            name, qualifier = key.split("@", 1)
+            by_qualifier.setdefault(qualifier, []).append(name)
+    blocks: dict[tuple[str, ...], list[str]] = {}
+    for qualifier, names in by_qualifier.items():
+        blocks.setdefault(tuple(names), []).append(qualifier)
+    grids = {names: qualifiers for names, qualifiers in blocks.items()
+             if len(names) >= 2 and len(qualifiers) >= 2}
+    in_grid = {f"{n}@{q}" for names, qualifiers in grids.items() for q in qualifiers
+               for n in names}
+    plain = {k: [v] for k, v in metrics.items() if k not in in_grid}
+    tables = [(["value"], plain)] if plain else []
+    tables += [(list(names), {q: [metrics[f"{n}@{q}"] for n in names] for q in qualifiers})
+               for names, qualifiers in grids.items()]
+    return tables
+
+
+def metric_grid(metrics: dict[str, float | None]) -> tuple[list[str], dict[str, list]] | None:
+    """The metrics as one grid (:func:`metric_tables`) when they form exactly one and
+    nothing is left over, else None."""
+    tables = metric_tables(metrics)
+    return tables[0] if len(tables) == 1 and tables[0][0] != ["value"] else None
 
 
 _FINGERPRINT = "a fingerprint of the weights and settings, not a file hash"
@@ -261,12 +279,13 @@ def render_markdown(result: AuditResult) -> str:
         lines.append(f"| {check.id} | {_ICON[check.status]} | "
                      f"{_cell('; '.join(status_reasons(check)))} | {_cell(gates)} | "
                      f"{_cell(worst)} | {check.seconds:.1f}{cached} |")
-    for check in result.checks:  # side-by-side tables where the metrics form a grid
-        grid = metric_grid(check.metrics)
-        if grid:
-            names, rows = grid
-            lines += ["", f"## {check.id}", "", "| | " + " | ".join(names) + " |",
-                      "|---|" + "---:|" * len(names)]
+    for check in result.checks:  # side-by-side tables where the metrics form grids
+        grids = [(names, rows) for names, rows in metric_tables(check.metrics)
+                 if names != ["value"]]
+        if grids:
+            lines += ["", f"## {check.id}"]
+        for names, rows in grids:
+            lines += ["", "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
             lines += [f"| {q} | " + " | ".join(format_metric(n, v)
                                                for n, v in zip(names, values, strict=True))
                       + " |" for q, values in rows.items()]
@@ -339,19 +358,7 @@ def check_body_html(check: CheckResult, *, beside: CheckResult | None = None) ->
     else:
         parts.append(f'<p class="muted">{NO_GATES}: this check measures and reports; add '
                      f'<code>gates</code> to its plan entry to require values.</p>')
-    grid = metric_grid(check.metrics)
-    if grid:
-        names, table = grid
-        head = "".join(f"<th>{_e(n)}</th>" for n in names)
-        rows = "".join(f"<tr><td>{_e(q)}</td>" + "".join(f"<td>{format_metric(n, v)}</td>"
-                                                         for n, v in zip(names, values,
-                                                                         strict=True))
-                       + "</tr>" for q, values in table.items())
-        parts.append(f"<table><tr><th></th>{head}</tr>{rows}</table>")
-    elif check.metrics:
-        rows = "".join(f"<tr><td>{_e(k)}</td><td>{format_metric(k, v)}</td></tr>"
-                       for k, v in check.metrics.items())
-        parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
+    parts += [_metric_table_html(names, rows) for names, rows in metric_tables(check.metrics)]
     parts.append(_findings_html(check.findings))
     parts += [f'<img alt="{_e(p.title)}" '
               f'src="{plot_png_data_uri(p, gates=check.gates, limits=limits)}">'
@@ -362,6 +369,26 @@ def check_body_html(check: CheckResult, *, beside: CheckResult | None = None) ->
                      f"</details>")
     parts.append(f"<details><summary>parameters</summary>{_data_html(check.params)}</details>")
     return "".join(parts)
+
+
+def _metric_table_html(names: list[str], rows: dict[str, list]) -> str:
+    """A list of metrics (names ``["value"]``) or a grid of ``name@qualifier`` metrics;
+    a grid of many names over few qualifiers is turned, so that names run down the side."""
+    if names == ["value"]:
+        body = "".join(f"<tr><td>{_e(k)}</td><td>{format_metric(k, v[0])}</td></tr>"
+                       for k, v in rows.items())
+        return f"<table><tr><th>metric</th><th>value</th></tr>{body}</table>"
+    if len(names) > max(len(rows), 6):
+        head = "".join(f"<th>{_e(q)}</th>" for q in rows)
+        body = "".join(f"<tr><td>{_e(n)}</td>" + "".join(
+            f"<td>{format_metric(n, values[i])}</td>" for values in rows.values()) + "</tr>"
+            for i, n in enumerate(names))
+        return f"<table><tr><th></th>{head}</tr>{body}</table>"
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    body = "".join(f"<tr><td>{_e(q)}</td>" + "".join(
+        f"<td>{format_metric(n, v)}</td>" for n, v in zip(names, values, strict=True)) + "</tr>"
+        for q, values in rows.items())
+    return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 
 def _gallery_html(gallery: Gallery) -> str:

@@ -73,7 +73,7 @@ def distill(teacher: nn.Module, student: nn.Module | str, data: Dataset, *,
     teacher_device = model_device(teacher)
     if isinstance(student, str):
         net = zoo.build(student, input_shape=data.input_shape, num_classes=data.num_classes,
-                        seed=config.seed).to(teacher_device)
+                        seed=config.seed, schema=data.schema).to(teacher_device)
         trained = rewrap(teacher, net, suffix=f" (distilled into {student})")
     elif isinstance(student, nn.Module):
         trained = copy.deepcopy(student)
