@@ -99,3 +99,16 @@ def test_one_page_holds_both_audits_side_by_side(tmp_path):
     assert "+0.7 (better)" in markdown and "masked plain" in markdown
     assert (tmp_path / "before" / "report.html").is_file()
     assert (tmp_path / "after" / "report.json").is_file()
+
+
+def test_an_unmeasured_metric_is_no_change_and_the_json_stays_strict(tmp_path):
+    def audit_of(value):
+        check = result("fairness", "pass", {"demographic_parity_ratio@sex": value})
+        return AuditResult("0", "now", "pass", {"name": "m", "sha256": "0" * 64},
+                           {"name": "d", "split": "test", "n": 10}, {}, (check,))
+
+    before, after = audit_of(0.5), audit_of(float("nan"))
+    assert metric_deltas(before, after)[0]["better"] is None
+    write_comparison(before, after, tmp_path, title="t")  # strict JSON: NaN becomes null
+    rows = json.loads((tmp_path / "comparison.json").read_text())["deltas"]
+    assert rows[0]["after"] is None and rows[0]["delta"] is None

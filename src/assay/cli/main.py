@@ -70,11 +70,23 @@ def _console(*, quiet: bool) -> Iterator[None]:
         if quiet:
             warnings.simplefilter("ignore")
             warnings.simplefilter("default", AssayWarning)
+        formatwarning = warnings.formatwarning
+        warnings.formatwarning = _format_warning(formatwarning)
         try:
             yield
         finally:
+            warnings.formatwarning = formatwarning
             for logger, level in zip(loggers, levels, strict=True):
                 logger.setLevel(level)
+
+
+def _format_warning(default):
+    """assay's own warnings as one line, like its errors; other libraries' as they were."""
+    def format_warning(message, category, filename, lineno, line=None):
+        if issubclass(category, AssayWarning):
+            return f"assay: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+    return format_warning
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ def metric_deltas(before: AuditResult, after: AuditResult) -> list[dict]:
         for name in list(old_metrics) + [m for m in new_metrics if m not in old_metrics]:
             b, a = old_metrics.get(name), new_metrics.get(name)
             delta = a - b if a is not None and b is not None else None
+            if delta is not None and not math.isfinite(delta):  # a NaN (unmeasured) side
+                delta = None
             direction = metric_direction(name, new, old)
             better = None if not delta or not direction else delta * direction > 0
             rows.append({"check": check_id, "metric": name, "before": b, "after": a,
@@ -63,7 +66,7 @@ def write_comparison(before: AuditResult, after: AuditResult, out_dir: str | Pat
     rows = metric_deltas(before, after)
     training = json_safe(training) if training else None
     document = {"schema_version": SCHEMA_VERSION, "title": title, "training": training,
-                "before": before.to_dict(), "after": after.to_dict(), "deltas": rows}
+                "before": before.to_dict(), "after": after.to_dict(), "deltas": json_safe(rows)}
     return write_files(out, {
         "comparison.html": _html(before, after, rows, title, training),
         "comparison.json": json.dumps(document, indent=2, allow_nan=False) + "\n",

@@ -65,8 +65,11 @@ def plot_figure(plot: Plot, *, gates: Iterable[GateResult] = (),
 
 
 def _columns(labels: list[str]) -> int:
-    """Legend entries in one row when they fit the width (about 80 characters), else 3."""
-    return len(labels) if sum(len(t) + 6 for t in labels) <= 80 else min(len(labels), 3)
+    """Legend entries in one row when they fit the width (about 80 characters), else as
+    many columns as the longest entry allows (at most 3)."""
+    if sum(len(t) + 6 for t in labels) <= 80:
+        return len(labels)
+    return max(1, min(len(labels), 3, 80 // (max(len(t) for t in labels) + 6)))
 
 
 def value_range(plot: Plot, gates: Iterable[GateResult] = ()) -> tuple[float, float] | None:
