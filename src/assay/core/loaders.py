@@ -424,12 +424,13 @@ def _read_compas(folder: Path) -> tuple[Table, Table]:
     # The file repeats decile_score and priors_count (same values); the first is kept.
     table = read_csv(folder / "compas-scores-two-years.csv", unique=False)
     days = table.column("days_b_screening_arrest")
+    # refuse a non-number before float() meets it (empty cells are dropped by the filter)
+    numeric_values(table.where([d != "" for d in days]), "days_b_screening_arrest")
     keep = [day != "" and -30 <= float(day) <= 30 and recid != "-1" and degree != "O"
             and score != "N/A"
             for day, recid, degree, score in zip(days, table.column("is_recid"),
                                                  table.column("c_charge_degree"),
                                                  table.column("score_text"), strict=True)]
-    numeric_values(table.where([d != "" for d in days]), "days_b_screening_arrest")
     return _seeded_split(table.where(keep))
 
 
