@@ -16,13 +16,15 @@ from assay.metrics.fairness import Groups, fairness_report
 
 
 def _biased(n: int = 2000, seed: int = 0):
-    """Rows whose first feature is shifted for men; the model thresholds that feature, so it
-    selects men more often (a demographic parity ratio well under 0.8)."""
+    """Rows whose first feature is shifted for men (the last is sex itself); the model
+    thresholds the first, so it selects men more often (a demographic parity ratio well
+    under 0.8)."""
     g = torch.Generator().manual_seed(seed)
     sex = torch.randint(0, 2, (n,), generator=g)
     race = torch.randint(0, 3, (n,), generator=g)
     x = torch.randn(n, 3, generator=g)
     x[:, 0] += 0.8 * sex
+    x[:, 2] = sex.float()  # sex is a feature too, as in Adult: a trained model can offset it
     y = ((x[:, 0] + 0.5 * torch.randn(n, generator=g)) > 0.4).long()
     data = Dataset(x, y, "synth", "test", ("no", "yes"),
                    attributes={"sex": sex, "race": race},
@@ -137,3 +139,22 @@ def test_threshold_mitigations_close_the_gap_on_the_held_out_half():
     assert (rows["thresholds_equalized_odds"]["equalized_odds_difference"]
             < rows["model"]["equalized_odds_difference"])
     assert any(p.title.startswith("Accuracy against disparity by sex") for p in check.plots)
+
+
+def test_trained_mitigations_need_training_data_and_narrow_the_gap():
+    model, data = _biased(n=3000)
+    _, train = _biased(n=3000, seed=1)
+    params = {"attributes": ["sex"], "n_bootstrap": 0,
+              "mitigations": ["reweighing", "regularised"]}
+    with pytest.raises(AssayValueError, match="--train-data"):
+        _run(model, data, params)
+    plan = plan_from_dict({"checks": [{"name": "fairness", "params": params}],
+                           "training": {"arch": "mlp", "epochs": 3, "batch_size": 128,
+                                        "lr": 3e-3}}, source="test")
+    check = run_audit(model, data, plan, train_data=train, cache_dir=None,
+                      progress=False).checks[0]
+    rows = {r["method"]: r for r in check.details["mitigations"]}
+    assert set(rows) == {"model", "reweighing", "regularised"}
+    for method in ("reweighing", "regularised"):  # the data's labels depend on sex itself
+        assert (rows[method]["demographic_parity_difference"]
+                < rows["model"]["demographic_parity_difference"] - 0.05), rows

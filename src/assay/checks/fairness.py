@@ -20,19 +20,27 @@ A model with more than two classes has no favourable class unless ``positive_cla
 names one; without it only the accuracy metrics are produced (``accuracy@ATTR=VALUE``,
 ``accuracy_difference@ATTR``: multi-class accuracy per group).
 
-With ``mitigations``, group-specific thresholds (Hardt et al. 2016) are fitted on half of
-the split and scored on the other half, and the accuracy against disparity of each is
-plotted beside the model's own.
+With ``mitigations``, each mitigation is scored on a seeded half of the split beside the
+model's own decisions there, and the accuracy against disparity of each is plotted:
+group-specific thresholds (Hardt et al. 2016) are fitted on the other half; reweighing
+and the gap regulariser (:func:`assay.defenses.fairness.mitigation_loss`) train a model of
+the plan's ``[training]`` recipe on the training data (``--train-data``), one per
+attribute, cached as a piece of the check.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
 
 import torch
 
+from ..core import zoo
+from ..core.inference import batched_predict
+from ..core.training import fit
+from ..defenses.fairness import TRAINED_MITIGATIONS, mitigation_loss
 from ..defenses.fairness.thresholds import fit_thresholds
 from ..errors import AssayValueError
 from ..metrics.fairness import (DEFAULT_MIN_GROUP_SIZE, FOUR_FIFTHS, RATES, SUMMARY_METRICS,
@@ -44,6 +52,7 @@ _NEUTRAL_FRACTION = MetricInfo("neutral", "fraction", (0.0, 1.0))
 # the per-group rates a plot shows, with the label of their series
 _PLOTTED = {"selection_rate": "selection rate", "tpr": "TPR", "fpr": "FPR"}
 _RATIO_PLOT = ("demographic_parity_ratio", "equalized_odds_ratio")
+_THRESHOLDS = ("thresholds_demographic_parity", "thresholds_equalized_odds")
 _TRADEOFF = ("demographic_parity_difference", "demographic_parity_ratio",
              "equalized_odds_difference")
 _DIFFERENCE_PLOT = ("demographic_parity_difference", "equalized_odds_difference",
@@ -76,9 +85,10 @@ class FairnessCheck(Check):
               low=0),
         Param("confidence", "float", 0.95, "level of the intervals", low=0.5, high=0.999),
         Param("mitigations", "list[str]", None,
-              "post-processing mitigations to compare: 'thresholds_demographic_parity', "
-              "'thresholds_equalized_odds' (default none)",
-              allowed=("thresholds_demographic_parity", "thresholds_equalized_odds")),
+              "mitigations to compare: 'thresholds_demographic_parity', "
+              "'thresholds_equalized_odds' (post-processing), 'reweighing', 'regularised' "
+              "(trained by the plan's [training] recipe on --train-data) (default none)",
+              allowed=(*_THRESHOLDS, *TRAINED_MITIGATIONS)),
         Param("n", "int", None, "use the first n samples; default all", low=1),
         Param("batch_size", "int", 512, "inputs per forward pass", low=1),
     )
@@ -131,6 +141,18 @@ class FairnessCheck(Check):
         if params["mitigations"] and _positive_class(params, classes) is None:
             problems.append("the 'mitigations' parameter needs a favourable class: set "
                             f"'positive_class' (the model has {classes} classes)")
+        trained = [m for m in params["mitigations"] or () if m in TRAINED_MITIGATIONS]
+        if trained and (ctx.train_data is None or ctx.training is None):
+            problems.append(f"the 'mitigations' parameter has {trained[0]!r}, which trains a "
+                            "model: pass the training data (--train-data) and the plan's "
+                            "[training] recipe (arch, epochs, ...)")
+        elif trained and ctx.train_data is not None:
+            for spec in params["attributes"] or sorted(ctx.data.attributes):
+                missing = [a for a in spec.split("*") if a not in ctx.train_data.attributes]
+                if missing:
+                    problems.append(f"the 'mitigations' parameter trains on "
+                                    f"{ctx.train_data.label}, which has no sensitive attribute "
+                                    f"{missing[0]!r}")
         return problems
 
     def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
@@ -172,7 +194,7 @@ class FairnessCheck(Check):
             spec: _table(report, positive is not None) for spec, report in reports.items()},
             "positive_class": positive}
         if params["mitigations"] and positive is not None:
-            rows, problems = _tradeoffs(data, probs, positive, params, ctx.seed)
+            rows, problems = _tradeoffs(ctx, data, probs, positive, params)
             plots += [_tradeoff_plot(spec, [r for r in rows if r["attribute"] == spec])
                       for spec in dict.fromkeys(r["attribute"] for r in rows)]
             findings += problems
@@ -180,10 +202,12 @@ class FairnessCheck(Check):
         return CheckOutput(metrics, findings, plots, details=details)
 
 
-def _tradeoffs(data, probs: torch.Tensor, positive: int, params: dict[str, Any], seed: int
-               ) -> tuple[list[dict[str, Any]], list[Finding]]:
-    """Each mitigation fitted on a seeded half of the split and scored on the other half,
-    beside the model's own decisions there: accuracy and the gaps, per attribute."""
+def _tradeoffs(ctx: CheckContext, data, probs: torch.Tensor, positive: int,
+               params: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Finding]]:
+    """Each mitigation scored on a seeded half of the split, beside the model's own
+    decisions there: accuracy and the gaps, per attribute (thresholds are fitted on the
+    other half, trained mitigations on the training data)."""
+    seed = ctx.seed
     fit_rows, rest_rows = data.split_indices(0.5, seed=seed)
     index = {"fit": fit_rows, "rest": rest_rows}
     scores = probs[:, positive].contiguous()
@@ -195,6 +219,11 @@ def _tradeoffs(data, probs: torch.Tensor, positive: int, params: dict[str, Any],
         held = Groups(groups.codes[index["rest"]], groups.names, spec)
         outcomes = {"model": decided[index["rest"]]}
         for method in params["mitigations"]:
+            if method in TRAINED_MITIGATIONS:
+                chosen = ctx.piece(f"mitigation {method} {spec}", functools.partial(
+                    _trained, ctx, data, spec, method, positive), decode=_decisions(len(data)))
+                outcomes[method] = chosen[index["rest"]]
+                continue
             constraint = method.removeprefix("thresholds_")
             fit = index["fit"]
             try:
@@ -212,6 +241,31 @@ def _tradeoffs(data, probs: torch.Tensor, positive: int, params: dict[str, Any],
                          "accuracy": report.overall["accuracy"],
                          **{name: report.summary[name] for name in _TRADEOFF}})
     return rows, problems
+
+
+def _trained(ctx: CheckContext, data, spec: str, method: str, positive: int) -> torch.Tensor:
+    """The 0/1 decisions (favourable class or not) on every row of ``data`` of a model of
+    the plan's recipe trained on the training data with ``method``'s loss for ``spec``."""
+    train, recipe = ctx.train_data, ctx.training
+    if train is None or recipe is None:  # validate_for refuses this before any work
+        raise AssayValueError(f"{method} needs the training data and the plan's recipe.")
+    groups = _groups(train, spec)
+    net = zoo.build(recipe.arch, input_shape=train.input_shape,
+                    num_classes=ctx.model.num_classes, seed=recipe.config.seed,
+                    schema=train.schema).to(ctx.model.device)
+    loss = mitigation_loss(method, train.y, groups.codes.to(train.y.device),
+                           positive_class=positive)
+    fit(net, train, recipe.config, loss_fn=loss, show_progress=False)
+    predicted = batched_predict(net, data.x, device=ctx.model.device).cpu()
+    return one_vs_rest(predicted, positive)
+
+
+def _decisions(n: int):
+    def decode(value: Any) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor) or value.shape != (n,):
+            raise ValueError("a stored mitigation's decisions do not fit the data")
+        return value
+    return decode
 
 
 def _tradeoff_plot(spec: str, rows: list[dict[str, Any]]) -> Plot:
