@@ -158,3 +158,24 @@ def test_trained_mitigations_need_training_data_and_narrow_the_gap():
     for method in ("reweighing", "regularised"):  # the data's labels depend on sex itself
         assert (rows[method]["demographic_parity_difference"]
                 < rows["model"]["demographic_parity_difference"] - 0.05), rows
+
+
+def test_calibration_reports_ece_per_group_through_the_disaggregation_primitive():
+    from assay.metrics.calibration import ece
+
+    model, data = _biased(n=2000)
+    plan = plan_from_dict({"checks": [{"name": "calibration", "params": {
+        "attributes": ["sex"]}, "gates": ["ece_difference@sex <= 1"]}]}, source="test")
+    check = run_audit(model, data, plan, cache_dir=None, progress=False).checks[0]
+    _, rest = data.split_off(0.5, seed=0)
+    logits = model.predict_logits(rest.x)
+    for code, name in enumerate(("Female", "Male")):
+        chosen = rest.attributes["sex"] == code
+        assert check.metrics[f"ece@sex={name}"] == pytest.approx(
+            ece(logits[chosen], rest.y[chosen], n_bins=15, inputs="logits"), abs=1e-12)
+    assert check.metrics["ece_difference@sex"] == pytest.approx(
+        abs(check.metrics["ece@sex=Female"] - check.metrics["ece@sex=Male"]), abs=1e-12)
+    with pytest.raises(AssayValueError, match="'age', which synth:test does not have"):
+        plan_bad = plan_from_dict({"checks": [{"name": "calibration", "params": {
+            "attributes": ["age"]}}]}, source="test")
+        run_audit(model, data, plan_bad, cache_dir=None, progress=False)

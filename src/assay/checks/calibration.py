@@ -3,7 +3,11 @@
 Metrics on the evaluation split: ECE (15 equal-width bins, Guo et al. 2017; and the
 equal-mass variant), classwise ECE, MCE, NLL and Brier score. Temperature scaling is then
 fitted on a held-out part of the split and the same metrics are reported for the rest,
-before (``ece``) and after (``ece_ts``), with the fitted ``temperature``.
+before (``ece``) and after (``ece_ts``), with the fitted ``temperature``. With
+``attributes`` (sensitive attributes of the data, ``"a*b"`` for intersections), the ECE
+is also reported per group (``ece@sex=Female``) with the gap between the groups of at
+least 30 members (``ece_difference@sex``, through the fairness metrics' one
+disaggregation primitive): a model can be calibrated on average and not for a group.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from ..defenses.calibration.temperature import fit_temperature
 from ..metrics.calibration import (brier, classwise_ece, ece, mce, nll,
                                    reliability_diagram_data)
+from ..metrics.fairness import DEFAULT_MIN_GROUP_SIZE, Groups, disaggregate, value_label
 from ..results import MetricInfo
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
@@ -45,6 +50,9 @@ class CalibrationCheck(Check):
               "share of the evaluation split used to fit the temperature", low=0.01, high=0.99),
         Param("n", "int", None, "use the first n samples; default all", low=1),
         Param("batch_size", "int", 512, "inputs per forward pass", low=1),
+        Param("attributes", "list[str]", None,
+              "sensitive attributes whose groups get their own ECE, 'a*b' for "
+              "intersections (default none)"),
     )
 
     # Every error before and after temperature scaling ("_ts") is lower-is-better; the
@@ -58,10 +66,23 @@ class CalibrationCheck(Check):
                                       ("nll", "nats", (0.0, None)),
                                       ("brier", "", (0.0, 2.0)))
            for suffix in ("", "_ts")},
-        "temperature": MetricInfo("neutral", "", (0.0, None))}
+        "temperature": MetricInfo("neutral", "", (0.0, None)),
+        "ece@*": MetricInfo("lower", "fraction", (0.0, 1.0)),
+        "ece_difference@*": MetricInfo("lower", "fraction", (0.0, 1.0))}
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
-        return [*_METRICS, "temperature", *(f"{m}_ts" for m in _METRICS)]
+        by_group = [name for spec in params["attributes"] or ()
+                    for name in (f"ece_difference@{spec}", f"ece@{spec}=*")]
+        return [*_METRICS, "temperature", *(f"{m}_ts" for m in _METRICS), *by_group]
+
+    def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
+        missing = sorted({a for spec in params["attributes"] or () for a in spec.split("*")
+                          if a not in ctx.data.attributes})
+        if missing:
+            have = ", ".join(sorted(ctx.data.attributes)) or "none"
+            return [f"the 'attributes' parameter names {missing[0]!r}, which "
+                    f"{ctx.data.label} does not have (it has: {have})"]
+        return []
 
     def run(self, ctx: CheckContext, params: dict[str, Any]) -> CheckOutput:
         data = ctx.data.subset(params["n"])
@@ -73,6 +94,9 @@ class CalibrationCheck(Check):
         metrics = _calibration_metrics(logits, y, params["n_bins"])
         metrics["temperature"] = temperature
         metrics.update(_calibration_metrics(logits / temperature, y, params["n_bins"], "_ts"))
+        for spec in params["attributes"] or ():
+            metrics.update(_ece_by_group(logits, y, Groups.from_dataset(rest, spec),
+                                         params["n_bins"], metrics["ece"]))
         before = reliability_diagram_data(logits, y, n_bins=params["n_bins"], inputs="logits")
         after = reliability_diagram_data(logits / temperature, y, n_bins=params["n_bins"],
                                          inputs="logits")
@@ -94,6 +118,23 @@ class CalibrationCheck(Check):
                     "after temperature scaling": list(after.count)})],
             details={"bins": {"count_before": list(before.count), "count_after": list(after.count)},
                      "fit_samples": len(held_out), "eval_samples": len(rest)})
+
+
+def _ece_by_group(logits: torch.Tensor, y: torch.Tensor, groups: Groups, n_bins: int,
+                  overall: float) -> dict[str, float]:
+    """ECE per group (NaN for an empty one) and the gap between groups of at least
+    :data:`DEFAULT_MIN_GROUP_SIZE` members."""
+    codes = groups.codes.to(logits.device)
+    sizes = torch.bincount(codes, minlength=groups.num_groups)
+    values = torch.tensor([ece(logits[codes == g], y[codes == g], n_bins=n_bins,
+                               inputs="logits") if int(sizes[g]) else float("nan")
+                           for g in range(groups.num_groups)], dtype=torch.float64)
+    gaps = disaggregate(values, sizes.cpu(), min_group_size=DEFAULT_MIN_GROUP_SIZE,
+                        overall=overall)
+    out = {f"ece@{groups.attribute}={value_label(name)}": float(v)
+           for name, v in zip(groups.names, values.tolist(), strict=True)}
+    out[f"ece_difference@{groups.attribute}"] = float(gaps.difference)
+    return out
 
 
 def _nan_for_none(values: tuple[float | None, ...]) -> list[float]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from typing import Any
 
 import torch
@@ -44,7 +43,8 @@ from ..defenses.fairness import TRAINED_MITIGATIONS, mitigation_loss
 from ..defenses.fairness.thresholds import fit_thresholds
 from ..errors import AssayValueError
 from ..metrics.fairness import (DEFAULT_MIN_GROUP_SIZE, FOUR_FIFTHS, RATES, SUMMARY_METRICS,
-                                FairnessReport, Groups, fairness_report, one_vs_rest)
+                                FairnessReport, Groups, fairness_report, one_vs_rest,
+                                value_label)
 from ..results import HIGHER_FRACTION, LOWER_FRACTION, MetricInfo
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
@@ -57,12 +57,6 @@ _TRADEOFF = ("demographic_parity_difference", "demographic_parity_ratio",
              "equalized_odds_difference")
 _DIFFERENCE_PLOT = ("demographic_parity_difference", "equalized_odds_difference",
                     "equal_opportunity_difference", "accuracy_difference")
-
-
-def value_label(value: str) -> str:
-    """A group's value as it appears in a metric name: spaces and ``<``/``>`` (which end a
-    metric name in a gate) become ``_``."""
-    return re.sub(r"[\s<>]+", "_", value.strip()) or "_"
 
 
 @register
@@ -180,7 +174,7 @@ class FairnessCheck(Check):
                     "group, so the equalized-odds and equal-opportunity gaps are NaN and fail "
                     "their gates.")))
         for spec in params["attributes"] or sorted(data.attributes):
-            groups = _groups(data, spec)
+            groups = Groups.from_dataset(data, spec)
             report = _report(y, predicted, probs, groups, positive, settings)
             reports[spec] = report
             metrics.update(_attribute_metrics(report, spec, positive is not None))
@@ -215,7 +209,7 @@ def _tradeoffs(ctx: CheckContext, data, probs: torch.Tensor, positive: int,
     decided = one_vs_rest(probs.argmax(dim=1), positive)
     rows, problems = [], []
     for spec in params["attributes"] or sorted(data.attributes):
-        groups = _groups(data, spec)
+        groups = Groups.from_dataset(data, spec)
         held = Groups(groups.codes[index["rest"]], groups.names, spec)
         outcomes = {"model": decided[index["rest"]]}
         for method in params["mitigations"]:
@@ -249,7 +243,7 @@ def _trained(ctx: CheckContext, data, spec: str, method: str, positive: int) -> 
     train, recipe = ctx.train_data, ctx.training
     if train is None or recipe is None:  # validate_for refuses this before any work
         raise AssayValueError(f"{method} needs the training data and the plan's recipe.")
-    groups = _groups(train, spec)
+    groups = Groups.from_dataset(train, spec)
     net = zoo.build(recipe.arch, input_shape=train.input_shape,
                     num_classes=ctx.model.num_classes, seed=recipe.config.seed,
                     schema=train.schema).to(ctx.model.device)
@@ -280,14 +274,6 @@ def _positive_class(params: dict[str, Any], num_classes: int) -> int | None:
     if params["positive_class"] is not None:
         return int(params["positive_class"])
     return 1 if num_classes == 2 else None
-
-
-def _groups(data, spec: str) -> Groups:
-    parts = []
-    for name in spec.split("*"):
-        codes, values = data.attribute(name)
-        parts.append(Groups(codes.cpu(), values, name))
-    return parts[0].intersect(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
 def _report(y: torch.Tensor, predicted: torch.Tensor, probs: torch.Tensor, groups: Groups,

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,7 +83,7 @@ __all__ = ["DEFAULT_MIN_GROUP_SIZE", "Disaggregated", "FOUR_FIFTHS", "FairnessRe
            "demographic_parity_difference", "demographic_parity_ratio", "disaggregate",
            "equal_opportunity_difference", "equal_opportunity_ratio",
            "equalized_odds_difference", "equalized_odds_ratio", "fairness_report", "group_ece",
-           "multinomial_resample", "one_vs_rest", "summary_metrics"]
+           "multinomial_resample", "one_vs_rest", "summary_metrics", "value_label"]
 
 # A rate over fewer than 30 members has a binomial standard error up to 0.5 / sqrt(30)
 # = 0.09, as large as the gaps gates are set at (0.1), so a gap through such a group
@@ -159,6 +160,16 @@ class Groups:
         return cls(torch.from_numpy(codes.astype(np.int64)), tuple(str(n) for n in names),
                    attribute)
 
+    @classmethod
+    def from_dataset(cls, data: Any, spec: str) -> Groups:
+        """The groups of ``data``'s sensitive attribute ``spec`` (a ``Dataset``'s
+        ``attribute``), or of the intersection ``"sex*race"`` of several."""
+        parts = []
+        for name in spec.split("*"):
+            codes, values = data.attribute(name)
+            parts.append(cls(codes.cpu(), values, name))
+        return parts[0].intersect(*parts[1:]) if len(parts) > 1 else parts[0]
+
     def intersect(self, *others: Groups) -> Groups:
         """Intersectional groups of this attribute and ``others`` (mixed-radix codes:
         ``code = c_1 * G_2 * ... * G_k + ... + c_k``); every combination is kept, those
@@ -178,6 +189,12 @@ class Groups:
             codes = codes * part.num_groups + part.codes.to(codes.device)
         names = tuple("*".join(combo) for combo in itertools.product(*(p.names for p in parts)))
         return Groups(codes, names, "*".join(p.attribute for p in parts))
+
+
+def value_label(value: str) -> str:
+    """A group's value as it appears in a metric name (``selection_rate@race=Native_American``):
+    spaces and ``<``/``>`` (which end a metric name in a gate) become ``_``."""
+    return re.sub(r"[\s<>]+", "_", value.strip()) or "_"
 
 
 def one_vs_rest(y: Tensor, positive_class: int) -> Tensor:
