@@ -1,1 +1,2 @@
-"""Algorithms that break a model: evasion (adversarial examples), later poisoning and privacy."""
+"""Algorithms that break a model: evasion (adversarial examples), poisoning (of its
+training set) and privacy."""

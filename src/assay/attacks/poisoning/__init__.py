@@ -1,0 +1,21 @@
+"""Poisoning attacks on a training pipeline: each returns a poisoned copy of a training
+split (:class:`PoisonedData`: which samples changed, their old labels, the target), and a
+backdoor also stamps its trigger on test inputs (``apply_trigger``). Train the backdoored
+model with :func:`assay.core.training.fit` on ``poisoned.data``.
+
+| name       | what                                                                     |
+|------------|--------------------------------------------------------------------------|
+| badnets    | a corner patch (Gu et al. 2017)                                          |
+| blended    | a noise pattern blended at alpha (Chen et al. 2017)                      |
+| wanet      | a smooth warp, with its noise mode (Nguyen & Tran 2021)                  |
+| label_flip | labels changed at random or from one class to another                   |
+"""
+
+from .badnets import BadNets
+from .base import POISONING_ATTACKS, BackdoorAttack, PoisonedData, PoisoningAttack
+from .blended import Blended
+from .label_flip import LabelFlip
+from .wanet import WaNet
+
+__all__ = ["BackdoorAttack", "BadNets", "Blended", "LabelFlip", "POISONING_ATTACKS",
+           "PoisonedData", "PoisoningAttack", "WaNet"]

@@ -1,0 +1,122 @@
+"""Poisoning attacks: exact rates and the labels they claim, triggers where they say, a
+backdoor that a tiny digits model learns, and bad settings refused."""
+
+import pytest
+import torch
+
+from assay.attacks.poisoning import (POISONING_ATTACKS, BadNets, Blended, LabelFlip,
+                                     WaNet)
+from assay.core import zoo
+from assay.core.dataset import Dataset
+from assay.core.inference import batched_predict
+from assay.core.loaders import load_digits
+from assay.core.threads import using_threads
+from assay.core.training import TrainConfig, fit
+from assay.errors import AssayValueError
+
+
+@pytest.fixture(scope="module")
+def digits_train():
+    return load_digits("train")
+
+
+ATTACKS = [BadNets(target=3), BadNets(target=3, mode="all_to_all", position="top_left"),
+           Blended(target=3), WaNet(target=3), LabelFlip(),
+           LabelFlip(mode="targeted", source=1, target=7)]
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: f"{a.name}-{a.mode}")
+def test_the_poisoned_set_has_the_rate_and_labels_it_claims(attack, digits_train):
+    data = digits_train
+    poisoned = attack.poison(data)
+    assert len(poisoned.poisoned) == round(0.1 * len(data))
+    assert len(poisoned.data) == len(data)
+    assert torch.equal(poisoned.original_labels, data.y[poisoned.poisoned])
+    new = poisoned.data.y[poisoned.poisoned]
+    assert bool((new != poisoned.original_labels).all())  # every poisoned label changed
+    if poisoned.target is not None:
+        assert bool((new == poisoned.target).all())
+    untouched = torch.ones(len(data), dtype=torch.bool)
+    untouched[poisoned.poisoned] = False
+    untouched[poisoned.augmented] = False
+    assert torch.equal(poisoned.data.x[untouched], data.x[untouched])
+    assert torch.equal(poisoned.data.y[untouched], data.y[untouched])
+    assert torch.equal(attack.poison(data).poisoned, poisoned.poisoned)  # seeded
+    assert bool(((poisoned.data.x >= 0) & (poisoned.data.x <= 1)).all())
+
+
+def test_triggers_are_what_the_papers_describe(digits_train):
+    x = digits_train.x[:4]
+    stamped = BadNets(patch_size=3, pattern="white").apply_trigger(x)
+    assert bool((stamped[..., 5:, 5:] == 1).all())
+    assert torch.equal(stamped[..., :5, :], x[..., :5, :])
+    board = BadNets(patch_size=2, position="top_left", margin=1).apply_trigger(x)
+    assert board[0, 0, 1:3, 1:3].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    blended = Blended(alpha=0.25)
+    key = blended.pattern(tuple(x.shape[1:]))
+    assert torch.allclose(blended.apply_trigger(x), 0.25 * key + 0.75 * x)
+    assert torch.allclose(WaNet(s=1e-6, k=4).apply_trigger(x), x, atol=1e-4)  # no warp
+    assert not torch.allclose(WaNet().apply_trigger(x), x, atol=1e-2)
+
+
+def test_wanet_noise_mode_warps_more_images_and_keeps_their_labels(digits_train):
+    poisoned = WaNet(target=3, rate=0.1, cross_ratio=2.0).poison(digits_train)
+    assert len(poisoned.augmented) == round(0.2 * len(digits_train))
+    assert not set(poisoned.augmented.tolist()) & set(poisoned.poisoned.tolist())
+    aug = poisoned.augmented
+    assert torch.equal(poisoned.data.y[aug], digits_train.y[aug])
+    assert not torch.equal(poisoned.data.x[aug], digits_train.x[aug])
+
+
+def test_a_tiny_model_learns_the_badnets_backdoor(digits_train):
+    test = load_digits("test")
+    attack = BadNets(target=3, rate=0.1, patch_size=3)
+    poisoned = attack.poison(digits_train)
+    config = TrainConfig(epochs=15, batch_size=64, lr=3e-3, seed=0)
+    clean_net, bad_net = (zoo.build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
+                          for _ in range(2))
+    with using_threads(1):  # a model this small trains fastest, and steadiest, on one
+        fit(clean_net, digits_train, config, show_progress=False)
+        fit(bad_net, poisoned.data, config, show_progress=False)
+    others = test.y != 3
+    triggered = attack.apply_trigger(test.x[others])
+    asr = float((batched_predict(bad_net, triggered) == 3).float().mean())
+    clean_asr = float((batched_predict(clean_net, triggered) == 3).float().mean())
+    accuracy = [float((batched_predict(n, test.x) == test.y).float().mean())
+                for n in (clean_net, bad_net)]
+    assert asr >= 0.9 and clean_asr < 0.3, (asr, clean_asr)
+    assert accuracy[1] >= accuracy[0] - 0.03, accuracy
+
+
+@pytest.mark.parametrize("make, data, match", [
+    (lambda: BadNets(rate=0.0), None, "'rate'"),
+    (lambda: BadNets(rate=1.0), None, "'rate'"),
+    (lambda: Blended(alpha=0.0), None, "'alpha'"),
+    (lambda: BadNets(target=10), "digits", "'target' parameter of BadNets is 10"),
+    (lambda: BadNets(patch_size=9), "digits", "does not fit images of 8x8"),
+    (lambda: BadNets(), "one_class", "single class"),
+    (lambda: BadNets(), "tabular", r"images \[N, C, H, W\]"),
+    (lambda: BadNets(), "out_of_range", r"outside it"),
+    (lambda: LabelFlip(mode="targeted", source=2), None, "two different classes"),
+    (lambda: BadNets(rate=0.95, target=0), "digits", "only .* can be changed"),
+])
+def test_bad_settings_and_data_are_refused(make, data, match, digits_train):
+    datasets = {
+        "digits": digits_train,
+        "one_class": Dataset(digits_train.x[:20], torch.zeros(20, dtype=torch.int64), "d",
+                             "train", digits_train.classes),
+        "tabular": Dataset(torch.rand(20, 4), torch.arange(20) % 2, "t", "train", ("a", "b")),
+        "out_of_range": Dataset(digits_train.x[:20] * 255, digits_train.y[:20], "d", "train",
+                                digits_train.classes),
+    }
+    with pytest.raises(AssayValueError, match=match):
+        make().poison(datasets[data]) if data else make()
+
+
+def test_every_registered_attack_refuses_its_invalid_settings():
+    for name in POISONING_ATTACKS.names():
+        cls = POISONING_ATTACKS[name]
+        for param, constraint in cls.constraints.items():
+            for bad in constraint.invalid_examples():
+                with pytest.raises(AssayValueError, match=f"'{param}'"):
+                    cls(**{param: bad})
