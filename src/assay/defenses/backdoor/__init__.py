@@ -1,0 +1,11 @@
+"""Backdoor defenses. Data-side (they need the training set and the model trained on it):
+:class:`SpectralSignatures` (Tran et al. 2018) and :class:`ActivationClustering` (Chen et
+al. 2019), each a suspicion score per training sample (:class:`PoisonScan`), its TPR, FPR
+and AUROC against known poison, and the training set without the flagged samples for
+retraining."""
+
+from .activation_clustering import ActivationClustering
+from .scan import PoisonScan
+from .spectral import SpectralSignatures
+
+__all__ = ["ActivationClustering", "PoisonScan", "SpectralSignatures"]

@@ -1,0 +1,84 @@
+"""Data-side backdoor defenses: Spectral Signatures and Activation Clustering find poison
+that stands out in a label's features, and their scans measure against known poison."""
+
+import pytest
+import torch
+from torch import nn
+
+from assay.attacks.poisoning import BadNets
+from assay.core import zoo
+from assay.core.dataset import Dataset
+from assay.core.loaders import load_digits
+from assay.core.threads import using_threads
+from assay.core.training import TrainConfig, fit
+from assay.defenses.backdoor import ActivationClustering, SpectralSignatures
+from assay.errors import AssayValueError
+from assay.metrics.ood import auroc
+
+
+def _features_model(dim: int, classes: int) -> nn.Module:
+    """A model whose penultimate features are its flattened input."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(dim, classes)).eval()
+
+
+def _planted(n_clean=400, n_poison=40, dim=16, shift=8.0):
+    """Label 0: clean rows plus rows shifted along one direction; label 1: clean rows."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * n_clean + n_poison, dim, generator=g)
+    x[:n_poison, 0] += shift
+    y = torch.cat([torch.zeros(n_clean + n_poison), torch.ones(n_clean)]).long()
+    return Dataset(x, y, "planted", "train", ("a", "b")), torch.arange(n_poison)
+
+
+@pytest.mark.parametrize("defense", [SpectralSignatures(expected_rate=0.1),
+                                     ActivationClustering(dims=4)])
+def test_poison_shifted_along_one_direction_is_found(defense):
+    data, poisoned = _planted()
+    scan = defense.scan(_features_model(16, 2), data)
+    quality = scan.against(poisoned)
+    assert quality["tpr"] >= 0.95 and quality["auroc"] >= 0.95, quality
+    assert quality["fpr"] <= 0.16, quality  # spectral removes 1.5 x 10% of every label
+    kept = scan.clean_data(data)
+    assert len(kept) == len(data) - int(scan.flagged.sum())
+
+
+def test_spectral_scores_are_squared_projections_on_the_top_direction():
+    data, _ = _planted()
+    scan = SpectralSignatures(expected_rate=0.05).scan(_features_model(16, 2), data)
+    label0 = data.x[data.y == 0].double()
+    centred = label0 - label0.mean(0)
+    top = torch.linalg.svd(centred, full_matrices=False)[2][0]
+    assert torch.allclose(scan.scores[data.y == 0], (centred @ top) ** 2, atol=1e-9)
+    assert int(scan.flagged[data.y == 0].sum()) == round(1.5 * 0.05 * int((data.y == 0).sum()))
+
+
+def test_badnets_poison_in_a_digits_model_stands_out():
+    train = load_digits("train")
+    poisoned = BadNets(target=3, rate=0.05).poison(train)
+    net = zoo.build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
+    with using_threads(1):
+        fit(net, poisoned.data, TrainConfig(epochs=15, batch_size=64, lr=3e-3),
+            show_progress=False)
+    truth = torch.zeros(len(train), dtype=torch.bool)
+    truth[poisoned.poisoned] = True
+    target = poisoned.data.y == 3
+    for defense, floor in ((SpectralSignatures(), 0.6), (ActivationClustering(), 0.8)):
+        scan = defense.scan(net, poisoned.data)
+        within = auroc(scan.scores[target & truth], scan.scores[target & ~truth])
+        assert within >= floor, (scan.method, within)  # random scores: 0.5
+    assert scan.against(poisoned.poisoned)["tpr"] >= 0.7  # activation clustering
+
+
+def test_bad_input_is_refused():
+    data, _ = _planted()
+    one_label = Dataset(data.x[:50], torch.zeros(50, dtype=torch.int64), "p", "train",
+                        ("a", "b"))
+    with pytest.raises(AssayValueError, match="single label"):
+        SpectralSignatures().scan(_features_model(16, 2), one_label)
+    with pytest.raises(AssayValueError, match="'expected_rate'"):
+        SpectralSignatures(expected_rate=1.5)
+    with pytest.raises(AssayValueError, match="'size_threshold'"):
+        ActivationClustering(size_threshold=0.9)
+    scan = SpectralSignatures().scan(_features_model(16, 2), data)
+    with pytest.raises(AssayValueError, match="both poisoned and clean"):
+        scan.against(torch.arange(len(data)))
