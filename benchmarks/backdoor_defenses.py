@@ -1,0 +1,91 @@
+"""Data-side backdoor defenses, assay against ART, on the same poisoned model and data.
+
+MNIST training images (``--n-train``, default 10,000) are poisoned by BadNets (target
+0, ``--rate`` default 0.03 of the set, about a quarter of the target label) and the zoo
+``small_cnn`` is trained on them (``--epochs`` default 3, Adam 1e-3, batch 128, seed 0).
+Then, on that model and the poisoned set, in one process:
+
+- assay ``SpectralSignatures(expected_rate=E)`` and ART ``SpectralSignatureDefense(
+  expected_pp_poison=E, eps_multiplier=1.5)`` (E = ``--expected-rate``, default 0.3: an
+  upper bound on the poisoned share of a label). assay reads the penultimate features,
+  ART the activations of the classifier's last layer (the logits of a Sequential model).
+- assay ``ActivationClustering()`` (ICA to 10 dims, 2-means, a cluster of at most 35% of
+  its label flagged) and ART ``ActivationDefence.detect_poison(nb_clusters=2,
+  nb_dims=10, reduce="FastICA", cluster_analysis="smaller")``.
+
+Printed per method: TPR and FPR of the flagged samples against the truly poisoned ones,
+and seconds. ART is a test and benchmark dependency only.
+
+    python benchmarks/backdoor_defenses.py [--n-train 10000] [--rate 0.03] [--epochs 3]
+        [--expected-rate 0.3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from _machine import data_root, machine, timed
+from assay.attacks.poisoning import BadNets
+from assay.core import zoo
+from assay.core.data import load_data
+from assay.core.training import TrainConfig, fit
+from assay.defenses.backdoor import ActivationClustering, SpectralSignatures
+
+
+def rates(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    return float(flagged[truth].mean()), float(flagged[~truth].mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-train", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=0.03)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--expected-rate", type=float, default=0.3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
+    from art.estimators.classification import PyTorchClassifier
+
+    train = load_data("mnist:train", data_root=data_root()).subset(args.n_train)
+    poisoned = BadNets(target=0, rate=args.rate).poison(train)
+    net = zoo.build("small_cnn", input_shape=train.input_shape, num_classes=10, seed=0)
+    fit(net, poisoned.data, TrainConfig(epochs=args.epochs, batch_size=128, lr=1e-3, seed=0),
+        show_progress=False)
+    net.eval()
+    truth = np.zeros(len(train), dtype=bool)
+    truth[poisoned.poisoned.numpy()] = True
+    print(f"{machine()}; MNIST {len(train)} images, BadNets target 0 at rate {args.rate:g} "
+          f"({int(truth.sum())} poisoned), small_cnn {args.epochs} epochs")
+    x = poisoned.data.x.numpy()
+    onehot = np.eye(10, dtype=np.float32)[poisoned.data.y.numpy()]
+    classifier = PyTorchClassifier(net, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28),
+                                   nb_classes=10, clip_values=(0.0, 1.0))
+    rows = []
+    scan, seconds = timed(lambda: SpectralSignatures(expected_rate=args.expected_rate).scan(
+        net, poisoned.data))
+    rows.append(("assay SpectralSignatures", *rates(scan.flagged.numpy(), truth), seconds))
+    art_ss = SpectralSignatureDefense(classifier, x, onehot, batch_size=256,
+                                      expected_pp_poison=args.expected_rate, eps_multiplier=1.5)
+    (_, clean), seconds = timed(art_ss.detect_poison)
+    rows.append(("ART SpectralSignatureDefense", *rates(np.array(clean) == 0, truth), seconds))
+    scan, seconds = timed(lambda: ActivationClustering().scan(net, poisoned.data))
+    rows.append(("assay ActivationClustering", *rates(scan.flagged.numpy(), truth), seconds))
+    art_ac = ActivationDefence(classifier, x, onehot)
+    (_, clean), seconds = timed(lambda: art_ac.detect_poison(
+        nb_clusters=2, nb_dims=10, reduce="FastICA", cluster_analysis="smaller"))
+    rows.append(("ART ActivationDefence", *rates(np.array(clean) == 0, truth), seconds))
+    print(f"{'method':<30} {'TPR':>6} {'FPR':>6} {'seconds':>8}")
+    for name, tpr, fpr, seconds in rows:
+        print(f"{name:<30} {tpr:6.3f} {fpr:6.3f} {seconds:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
