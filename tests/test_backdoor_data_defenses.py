@@ -82,3 +82,37 @@ def test_bad_input_is_refused():
     scan = SpectralSignatures().scan(_features_model(16, 2), data)
     with pytest.raises(AssayValueError, match="both poisoned and clean"):
         scan.against(torch.arange(len(data)))
+
+
+def test_strip_catches_triggered_inputs_of_a_trojaned_model_only():
+    from assay.defenses.backdoor import STRIP
+
+    train, test = load_digits("train"), load_digits("test")
+    attack = BadNets(target=3, rate=0.1)
+    held, rest = test.split_off(0.5, seed=0)
+    others = rest.y != 3
+    clean_x, triggered = rest.x[others], attack.apply_trigger(rest.x[others])
+    far = {}
+    for name, data in (("trojaned", attack.poison(train).data), ("clean", train)):
+        net = zoo.build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
+        with using_threads(1):
+            fit(net, data, TrainConfig(epochs=15, batch_size=64, lr=3e-3), show_progress=False)
+        detector = STRIP(n_overlays=20, frr=0.05).fit(net, held)
+        rates = detector.rates(clean_x, triggered)
+        assert rates["frr"] <= 0.12, rates  # the threshold was set at 5% on other clean data
+        far[name] = rates["far"]
+    assert far["trojaned"] <= 0.1 and far["clean"] >= 0.7, far  # no trojan: nothing to catch
+
+
+def test_strip_refuses_too_little_clean_data_and_tabular_rows():
+    from assay.defenses.backdoor import STRIP
+
+    test = load_digits("test")
+    net = zoo.build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
+    with pytest.raises(AssayValueError, match="needs at least 200"):
+        STRIP(n_overlays=100).fit(net, test.subset(150))
+    rows = Dataset(torch.rand(300, 4), torch.arange(300) % 2, "t", "test", ("a", "b"))
+    with pytest.raises(AssayValueError, match="superimposes images"):
+        STRIP().fit(_features_model(4, 2), rows)
+    with pytest.raises(AssayValueError, match="'frr'"):
+        STRIP(frr=0.0)
