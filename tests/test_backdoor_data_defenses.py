@@ -116,3 +116,36 @@ def test_strip_refuses_too_little_clean_data_and_tabular_rows():
         STRIP().fit(_features_model(4, 2), rows)
     with pytest.raises(AssayValueError, match="'frr'"):
         STRIP(frr=0.0)
+
+
+def test_neural_cleanse_names_the_target_of_a_trojaned_model_and_spares_a_clean_one():
+    from assay.defenses.backdoor import NeuralCleanse
+
+    train, test = load_digits("train"), load_digits("test")
+    attack = BadNets(target=3, rate=0.1)
+    scans = {}
+    for name, data in (("trojaned", attack.poison(train).data), ("clean", train)):
+        net = zoo.build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
+        with using_threads(1):
+            fit(net, data, TrainConfig(epochs=15, batch_size=64, lr=3e-3), show_progress=False)
+            scans[name] = NeuralCleanse(steps=300).scan(net, test)
+    trojaned, clean = scans["trojaned"], scans["clean"]
+    assert trojaned.suspected_target == 3 and trojaned.anomaly_index > 2, trojaned.l1
+    assert clean.flagged == () and clean.suspected_target == -1, clean.l1
+    assert float(trojaned.l1[3]) < 0.5 * float(trojaned.l1.median())
+    assert trojaned.masks.shape == (10, 8, 8) and trojaned.patterns.shape == (10, 1, 8, 8)
+    assert bool(((trojaned.masks >= 0) & (trojaned.masks <= 1)).all())
+    assert float(trojaned.success.min()) >= 0.99  # every kept trigger reached the threshold
+
+
+def test_neural_cleanse_refuses_what_it_cannot_scan():
+    from assay.defenses.backdoor import NeuralCleanse
+
+    rows = Dataset(torch.rand(40, 4), torch.arange(40) % 2, "t", "test", ("a", "b"))
+    with pytest.raises(AssayValueError, match="image triggers"):
+        NeuralCleanse().scan(_features_model(4, 2), rows)
+    images = Dataset(torch.rand(20, 1, 4, 4), torch.arange(20) % 2, "t", "test", ("a", "b"))
+    with pytest.raises(AssayValueError, match="2 classes gives no median"):
+        NeuralCleanse().scan(_features_model(16, 2), images)
+    with pytest.raises(AssayValueError, match="'steps'"):
+        NeuralCleanse(steps=0)

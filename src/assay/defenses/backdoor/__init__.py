@@ -2,14 +2,17 @@
 :class:`SpectralSignatures` (Tran et al. 2018) and :class:`ActivationClustering` (Chen et
 al. 2019), each a suspicion score per training sample (:class:`PoisonScan`), its TPR, FPR
 and AUROC against known poison, and the training set without the flagged samples for
-retraining. Run-time (the model and held-out clean data): :class:`STRIP` (Gao et al.
-2019), which flags inputs whose predictions stay put under superimposed images.
+retraining. Model-side (the model and a few hundred clean images): :class:`NeuralCleanse` (Wang et
+al. 2019), the smallest trigger of every class and their anomaly index. Run-time:
+:class:`STRIP` (Gao et al. 2019), which flags inputs whose predictions stay put under
+superimposed images.
 """
 
 from .activation_clustering import ActivationClustering
+from .neural_cleanse import NeuralCleanse, TriggerScan
 from .scan import PoisonScan
 from .spectral import SpectralSignatures
 from .strip import STRIP, STRIPDetector
 
-__all__ = ["ActivationClustering", "PoisonScan", "STRIP", "STRIPDetector",
-           "SpectralSignatures"]
+__all__ = ["ActivationClustering", "NeuralCleanse", "PoisonScan", "STRIP", "STRIPDetector",
+           "SpectralSignatures", "TriggerScan"]
