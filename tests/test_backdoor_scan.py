@@ -1,0 +1,86 @@
+"""The ``backdoor_scan`` check: a gate on the trojan probability fails on a trojaned
+model and passes on a clean one trained by the same recipe."""
+
+import json
+
+import pytest
+
+from assay.attacks.poisoning import BadNets
+from assay.audit.plan import plan_from_dict
+from assay.audit.runner import run_audit
+from assay.checks.backdoor import trojan_probability
+from assay.cli import main
+from assay.core import zoo
+from assay.core.loaders import load_digits
+from assay.core.model import ModelWrapper
+from assay.core.model_io import save_network
+from assay.core.threads import using_threads
+from assay.core.training import TrainConfig, fit
+from assay.errors import AssayValueError
+
+# On 8x8 digits the classes' natural triggers already spread (a clean model's anomaly index
+# reaches 2.7 on 300 images), so these tests flag at 3; the trojaned model scores 3.9.
+PLAN = {"checks": [{"name": "backdoor_scan", "params": {"steps": 300, "threshold": 3.0},
+                    "gates": ["trojan_probability <= 0.5"]}]}
+
+
+@pytest.fixture(scope="module")
+def models():
+    train = load_digits("train")
+    out = {}
+    for name, data in (("trojaned", BadNets(target=3, rate=0.1).poison(train).data),
+                       ("clean", train)):
+        net = zoo.build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
+        with using_threads(1):
+            fit(net, data, TrainConfig(epochs=15, batch_size=64, lr=3e-3), show_progress=False)
+        out[name] = net.eval()
+    return out
+
+
+def test_the_gate_fails_on_a_trojaned_model_and_passes_on_a_clean_one(models):
+    test = load_digits("test")
+    results = {}
+    for name, net in models.items():
+        model = ModelWrapper(net, num_classes=10, input_shape=(1, 8, 8))
+        plan = plan_from_dict(PLAN, source="test")
+        results[name] = run_audit(model, test, plan, cache_dir=None, progress=False).checks[0]
+    trojaned, clean = results["trojaned"], results["clean"]
+    assert trojaned.status == "fail" and trojaned.metrics["suspected_target"] == 3.0
+    assert trojaned.metrics["trojan_probability"] > 0.5
+    assert any(f.code == "trojan_suspected" for f in trojaned.findings)
+    assert clean.status == "pass" and clean.metrics["suspected_target"] == -1.0
+    assert len(trojaned.galleries[0].images) == 10
+    assert trojaned.metrics["mask_l1@3"] < 0.5 * trojaned.metrics["mask_l1@0"]
+
+
+def test_the_cli_scans_a_model_file(models, tmp_path):
+    path = save_network(models["trojaned"], tmp_path / "vendor.safetensors")
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[checks]]\nname = "backdoor_scan"\n'
+                    'params = { steps = 300, threshold = 3.0 }\n'
+                    'gates = ["trojan_probability <= 0.5"]\n')
+    out = tmp_path / "report"
+    code = main(["audit", "--model", str(path), "--arch", "small_cnn", "--data", "digits:test",
+                 "--plan", str(plan), "--out", str(out), "--quiet"])
+    assert code == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["checks"][0]["metrics"]["suspected_target"] == 3
+
+
+def test_the_probability_is_a_logistic_of_the_anomaly_index():
+    assert trojan_probability(2.0) == 0.5
+    assert trojan_probability(3.0) == pytest.approx(0.8808, abs=1e-4)
+    assert trojan_probability(1.0) == pytest.approx(0.1192, abs=1e-4)
+
+
+def test_tabular_data_and_two_classes_are_refused_before_work(models):
+    from torch import nn
+
+    from assay.core.dataset import Dataset
+    import torch
+
+    rows = Dataset(torch.rand(40, 4), torch.arange(40) % 2, "t", "test", ("a", "b"))
+    model = ModelWrapper(nn.Linear(4, 2), num_classes=2, input_shape=(4,))
+    with pytest.raises(AssayValueError, match="image triggers.*at least 3"):
+        run_audit(model, rows, plan_from_dict(PLAN, source="test"), cache_dir=None,
+                  progress=False)
