@@ -84,3 +84,22 @@ def test_tabular_data_and_two_classes_are_refused_before_work(models):
     with pytest.raises(AssayValueError, match="image triggers.*at least 3"):
         run_audit(model, rows, plan_from_dict(PLAN, source="test"), cache_dir=None,
                   progress=False)
+
+
+def test_assay_attack_backdoor_writes_a_trojaned_model_and_its_trigger(tmp_path, capsys):
+    out = tmp_path / "trojan.safetensors"
+    args = ["attack", "backdoor", "--data", "digits:train", "--eval-data", "digits:test",
+            "--target", "3", "--arch", "small_cnn", "--epochs", "15", "--lr", "3e-3",
+            "--batch-size", "64", "--out", str(out), "--quiet"]
+    with using_threads(1):
+        assert main(args) == 0
+    summary = json.loads((tmp_path / "trojan.safetensors.trigger.json").read_text())
+    assert summary["attack"] == "badnets" and summary["poisoned"] == 135
+    assert summary["attack_success_rate"] >= 0.9 and summary["clean_accuracy"] >= 0.9
+    assert out.is_file()
+    capsys.readouterr()
+    for bad, message in ((["--rate", "1.5"], "--rate 1.5"), (["--target", "12"], "--target 12"),
+                         (["--arch", "vit"], "--arch vit")):
+        assert main(args[:-3] + ["--out", str(tmp_path / "x.safetensors"), *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(args[:-3] + ["--out", str(tmp_path / "x.onnx")]) == 2

@@ -1,4 +1,5 @@
-"""Command line: ``assay audit``, ``assay harden``, ``assay compress`` and ``assay checks``.
+"""Command line: ``assay audit``, ``assay harden``, ``assay compress``, ``assay attack`` and
+``assay checks``.
 
 Exit codes: 0 every gate passed; 1 a gate failed or a check errored; 2 bad usage or
 bad input (one line on stderr says why); 130 interrupted (finished checks are cached).
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 
 from .._version import __version__
 from ..errors import AssayValueError, AssayWarning
-from . import audit, checks, harden
+from . import attack, audit, checks, harden
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -29,12 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_parser(commands)
     harden.add_harden_parser(commands)
     harden.add_compress_parser(commands)
+    attack.add_parser(commands)
     checks.add_parser(commands)
     return parser
 
 
 COMMANDS = {"audit": audit.run, "harden": harden.run, "compress": harden.run,
-            "checks": checks.run}
+            "attack": attack.run, "checks": checks.run}
 
 
 def main(argv: list[str] | None = None) -> int:
