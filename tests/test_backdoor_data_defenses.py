@@ -149,3 +149,65 @@ def test_neural_cleanse_refuses_what_it_cannot_scan():
         NeuralCleanse().scan(_features_model(16, 2), images)
     with pytest.raises(AssayValueError, match="'steps'"):
         NeuralCleanse(steps=0)
+
+
+@pytest.fixture(scope="module")
+def trojaned_digits():
+    train = load_digits("train")
+    attack = BadNets(target=3, rate=0.1)
+    net = zoo.build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
+    with using_threads(1):
+        fit(net, attack.poison(train).data, TrainConfig(epochs=15, batch_size=64, lr=3e-3),
+            show_progress=False)
+    return net.eval(), attack, train
+
+
+def _ca_asr(net, attack, test):
+    from assay.core.inference import batched_predict
+
+    others = test.y != 3
+    ca = float((batched_predict(net, test.x) == test.y).float().mean())
+    asr = float((batched_predict(net, attack.apply_trigger(test.x[others])) == 3)
+                .float().mean())
+    return ca, asr
+
+
+def test_neural_cleanse_unlearning_removes_the_backdoor(trojaned_digits):
+    import copy
+
+    from assay.defenses.backdoor import NeuralCleanse
+    from assay.defenses.backdoor.removal import unlearn
+
+    net, attack, train = trojaned_digits
+    test = load_digits("test")
+    held, rest = train.split_off(0.2, seed=0)
+    before = _ca_asr(net, attack, test)
+    cleaned = copy.deepcopy(net)
+    with using_threads(1):
+        scan = NeuralCleanse(steps=300).scan(cleaned, held)
+        removal = unlearn(cleaned, rest, scan, TrainConfig(epochs=5, batch_size=64, lr=3e-3))
+    after = _ca_asr(cleaned, attack, test)
+    assert removal.target == 3 and before[1] >= 0.95
+    assert after[1] <= 0.15 and after[0] >= before[0] - 0.02, (before, after)
+
+
+def test_fine_pruning_keeps_accuracy_and_the_architecture(trojaned_digits):
+    import copy
+
+    from assay.defenses.backdoor.removal import fine_prune
+
+    net, attack, train = trojaned_digits
+    held, rest = train.split_off(0.2, seed=0)
+    pruned = copy.deepcopy(net)
+    with using_threads(1):
+        removal = fine_prune(pruned, rest, held, TrainConfig(epochs=1, batch_size=64, lr=1e-3),
+                             max_accuracy_drop=0.04)
+    assert pruned.state_dict().keys() == net.state_dict().keys()
+    conv = [m for m in pruned.modules() if isinstance(m, nn.Conv2d)][-1]
+    assert removal.pruned_channels and removal.channels == conv.out_channels
+    gone = list(removal.pruned_channels)
+    assert float(conv.weight[gone].abs().sum()) == 0.0 and float(conv.bias[gone].abs().sum()) == 0
+    ca = _ca_asr(pruned, attack, load_digits("test"))[0]
+    assert ca >= _ca_asr(net, attack, load_digits("test"))[0] - 0.05
+    with pytest.raises(AssayValueError, match="no nn.Conv2d"):
+        fine_prune(_features_model(4, 3), rest, held)

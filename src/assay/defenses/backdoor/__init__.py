@@ -5,7 +5,8 @@ and AUROC against known poison, and the training set without the flagged samples
 retraining. Model-side (the model and a few hundred clean images): :class:`NeuralCleanse` (Wang et
 al. 2019), the smallest trigger of every class and their anomaly index. Run-time:
 :class:`STRIP` (Gao et al. 2019), which flags inputs whose predictions stay put under
-superimposed images.
+superimposed images. Removal (:mod:`.removal`): Neural Cleanse unlearning and
+Fine-Pruning (Liu et al. 2018).
 """
 
 from .activation_clustering import ActivationClustering
