@@ -103,3 +103,21 @@ def test_assay_attack_backdoor_writes_a_trojaned_model_and_its_trigger(tmp_path,
         assert main(args[:-3] + ["--out", str(tmp_path / "x.safetensors"), *bad]) == 2
         assert message in capsys.readouterr().err
     assert main(args[:-3] + ["--out", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_assay_harden_backdoor_unlearns_the_trigger(models, tmp_path):
+    path = save_network(models["trojaned"], tmp_path / "trojan.safetensors")
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[checks]]\nname = "backdoor_scan"\n'
+                    'params = { steps = 300, threshold = 3.0 }\n')
+    out = tmp_path / "clean.safetensors"
+    with using_threads(1):
+        code = main(["harden", "backdoor", "--model", str(path), "--arch", "small_cnn",
+                     "--data", "digits:train", "--eval-data", "digits:test", "--epochs", "5",
+                     "--lr", "3e-3", "--batch-size", "64", "--plan", str(plan),
+                     "--out", str(out), "--quiet"])
+    assert code == 0 and out.is_file()
+    rows = {r["metric"]: r for r in json.loads(
+        (tmp_path / "clean-report" / "comparison.json").read_text())["deltas"]}
+    assert rows["suspected_target"]["before"] == 3 and rows["suspected_target"]["after"] == -1
+    assert rows["trojan_probability"]["after"] < 0.5 < rows["trojan_probability"]["before"]

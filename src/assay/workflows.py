@@ -140,7 +140,101 @@ class FairnessTraining:
         fit(model, data, config, loss_fn=loss, show_progress=show_progress)
 
 
-Defence = AdversarialTraining | GaussianAugmentation | FairnessTraining
+@dataclass(frozen=True)
+class PrivateTraining:
+    """DP-SGD (Abadi et al. 2016: :func:`assay.defenses.dp.train_dp_sgd`) to the claim
+    (``epsilon``, ``delta``): clipping norm ``max_grad_norm``, the noise multiplier
+    calibrated by ``accountant`` when None (a given one that spends more is refused), the
+    training config's batch size the expected Poisson batch. ``seed`` None (the default)
+    draws the sampling and the noise from the operating system: noise replayed from a
+    known seed protects nothing. The comparison's ``training`` carries the guarantee
+    under ``privacy``."""
+
+    epsilon: float
+    delta: float
+    max_grad_norm: float = 1.0
+    noise_multiplier: float | None = None
+    accountant: Literal["rdp", "pld"] = "rdp"
+    seed: int | None = None
+
+    name = "dp"
+
+    def __post_init__(self) -> None:
+        from ._params import check_choice, check_float, check_optional_seed
+
+        owner = "PrivateTraining"
+        check_float("epsilon", self.epsilon, owner, low=0.0, low_open=True)
+        check_float("delta", self.delta, owner, low=0.0, high=1.0, low_open=True,
+                    high_open=True)
+        check_float("max_grad_norm", self.max_grad_norm, owner, low=0.0, low_open=True)
+        if self.noise_multiplier is not None:
+            check_float("noise_multiplier", self.noise_multiplier, owner, low=0.0,
+                        low_open=True)
+        check_choice("accountant", self.accountant, ("rdp", "pld"), owner)
+        check_optional_seed("seed", self.seed, owner)
+
+    @property
+    def label(self) -> str:
+        return f"DP-SGD at epsilon={self.epsilon:g}, delta={self.delta:g}"
+
+    def default_plan(self) -> dict[str, Any]:
+        return {"checks": [{"name": "accuracy"}]}
+
+    def train(self, model: ModelWrapper, data: Dataset, config: TrainConfig, *,
+              show_progress: bool):
+        from .defenses.dp import train_dp_sgd
+
+        return train_dp_sgd(model, data, epsilon=self.epsilon, delta=self.delta,
+                            max_grad_norm=self.max_grad_norm,
+                            noise_multiplier=self.noise_multiplier, accountant=self.accountant,
+                            config=config, seed=self.seed,
+                            show_progress=show_progress).guarantee
+
+
+@dataclass(frozen=True)
+class BackdoorRemoval:
+    """Backdoor removal with the clean training data (:mod:`assay.defenses.backdoor.removal`):
+    ``method`` "nc_unlearn" (Neural Cleanse finds the suspected target's trigger on a
+    seeded fifth of the data, the model is fine-tuned on the rest with it stamped on 20%
+    of the inputs, labels kept) or "fine_pruning" (the last convolution's least active
+    channels pruned while accuracy on that fifth stays within 4 points, then fine-tuning
+    on the rest)."""
+
+    method: Literal["nc_unlearn", "fine_pruning"] = "nc_unlearn"
+
+    name = "backdoor"
+
+    def __post_init__(self) -> None:
+        from ._params import check_choice
+
+        check_choice("method", self.method, ("nc_unlearn", "fine_pruning"), "BackdoorRemoval")
+
+    @property
+    def label(self) -> str:
+        return ("Neural Cleanse unlearning" if self.method == "nc_unlearn"
+                else "Fine-Pruning")
+
+    def default_plan(self) -> dict[str, Any]:
+        return {"checks": [{"name": "accuracy"}, {"name": "backdoor_scan"}]}
+
+    def train(self, model: ModelWrapper, data: Dataset, config: TrainConfig, *,
+              show_progress: bool) -> None:
+        from .defenses.backdoor import NeuralCleanse
+        from .defenses.backdoor.removal import fine_prune, unlearn
+
+        held, rest = data.split_off(0.2, seed=config.seed)
+        if self.method == "nc_unlearn":
+            scan = NeuralCleanse(seed=config.seed).scan(model, held)
+            removal = unlearn(model, rest, scan, config, show_progress=show_progress)
+            log.info("unlearnt the trigger of class %d", removal.target)
+        else:
+            removal = fine_prune(model, rest, held, config, show_progress=show_progress)
+            log.info("pruned %d of %d channels of the last convolution",
+                     len(removal.pruned_channels), removal.channels)
+
+
+Defence = (AdversarialTraining | GaussianAugmentation | FairnessTraining | PrivateTraining
+           | BackdoorRemoval)
 
 
 def harden_plan(defence: Defence) -> Plan:
@@ -181,7 +275,7 @@ def harden(model: ModelWrapper, defence: Defence, train: Dataset, test: Dataset,
     # threads sized to the work, as for every check: a small model on 2 threads beside a
     # busy neighbour trained 6x slower than on one (a tabular MLP: 47 s against 8 s)
     with threads_for("auto", hardened, train.x, owner="harden"):
-        defence.train(hardened, train, config, show_progress=show_progress)
+        guarantee = defence.train(hardened, train, config, show_progress=show_progress)
     seconds = time.perf_counter() - started
     hardened.name = f"{model.name} + {defence.label}"
     save_network(hardened.net, out, test)
@@ -192,7 +286,9 @@ def harden(model: ModelWrapper, defence: Defence, train: Dataset, test: Dataset,
     report = write_comparison(
         before, after, report_dir, title=f"Before and after {defence.label}", training={
             "defence": defence.name, "method": dataclasses.asdict(defence),
-            "config": dataclasses.asdict(config), "seconds": round(seconds, 3)})
+            "config": dataclasses.asdict(config), "seconds": round(seconds, 3),
+            # what a private training guarantees (PrivateTraining); the others return None
+            **({"privacy": guarantee.to_dict()} if guarantee is not None else {})})
     return HardenResult(hardened, before, after, seconds, report)
 
 

@@ -1,5 +1,5 @@
-"""``assay harden adversarial|smoothing|fairness`` and ``assay compress``: the flags, their checks
-before any work, and the calls of :func:`assay.workflows.harden` and
+"""``assay harden adversarial|smoothing|fairness|dp`` and ``assay compress``: the flags,
+their checks before any work, and the calls of :func:`assay.workflows.harden` and
 :func:`assay.workflows.compress`.
 
     assay harden adversarial --arch lenet --data mnist:train --method fast --eps 0.3 \\
@@ -67,7 +67,37 @@ def add_harden_parser(commands) -> None:
                           help="the gap the regulariser penalises (default: %(default)s)")
     fairness.add_argument("--lam", type=float, default=1.0,
                           help="the regulariser's weight, >= 0 (default: %(default)s)")
-    for sub in (adversarial, smoothing, fairness):
+    dp = methods.add_parser("dp", help="DP-SGD (Abadi et al. 2016) to a claimed (epsilon, "
+                                        "delta), the noise calibrated by the accountant",
+                            description="Differentially private training: per-sample "
+                                        "gradients clipped and noised, Poisson-sampled batches "
+                                        "of expected size --batch-size. The sampling and the "
+                                        "noise are drawn from the operating system, not from "
+                                        "--seed: noise replayed from a known seed protects "
+                                        "nothing.")
+    dp.add_argument("--epsilon", type=float, required=True,
+                    help="the privacy budget, > 0 (required; no default)")
+    dp.add_argument("--delta", type=float, required=True,
+                    help="the failure probability, in (0, 1), e.g. 1e-5 (required; below "
+                         "1 / the number of training samples)")
+    dp.add_argument("--clip", type=float, default=1.0, metavar="C",
+                    help="the per-sample gradient norm bound, > 0 (default: %(default)s)")
+    dp.add_argument("--noise-multiplier", type=float, metavar="SIGMA",
+                    help="the noise's standard deviation over --clip, > 0; refused when it "
+                         "spends more than --epsilon (default: the smallest that meets "
+                         "--epsilon)")
+    dp.add_argument("--accountant", choices=("rdp", "pld"), default="rdp",
+                    help="rdp (Renyi DP, Mironov 2017) or pld (privacy loss distributions, "
+                         "tighter), both by Google's dp-accounting (default: %(default)s)")
+    backdoor = methods.add_parser("backdoor", help="remove a backdoor with clean data "
+                                                   "(Neural Cleanse unlearning, Fine-Pruning)")
+    backdoor.add_argument("--method", choices=("nc-unlearn", "fine-pruning"),
+                          default="nc-unlearn",
+                          help="nc-unlearn (Wang et al. 2019: fine-tune with the trigger "
+                               "Neural Cleanse reconstructs, labels kept) or fine-pruning (Liu "
+                               "et al. 2018: prune the last convolution's dormant channels, "
+                               "then fine-tune) (default: %(default)s)")
+    for sub in (adversarial, smoothing, fairness, dp, backdoor):
         _common(sub)
         sub.add_argument("--report", type=Path,
                          help="before/after report directory (default: OUT's name + '-report' "
@@ -160,6 +190,10 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "harden" and args.defence == "fairness":
         for split in (train, test):  # refused now, not after the training
             split.attribute(args.attribute)
+    if args.command == "harden" and args.defence == "dp":
+        from ..defenses.dp import validate_private_model
+
+        validate_private_model(model)  # a BatchNorm is refused now, not after the audit
     if args.command == "compress":
         return _compress(args, model, info, train, test)
     return _harden(args, model, info, defence, plan, train, test)
@@ -175,9 +209,14 @@ def _check_numbers(args: argparse.Namespace) -> None:
                   ("--ramp-epochs", args.ramp_epochs, 0, False)]
     elif args.command == "harden" and args.defence == "smoothing":
         rules.append(("--sigma", args.sigma, 0, True))
-    elif args.command == "harden":
+    elif args.command == "harden" and args.defence == "dp":
+        rules += [("--epsilon", args.epsilon, 0, True), ("--clip", args.clip, 0, True),
+                  ("--noise-multiplier", args.noise_multiplier, 0, True)]
+        if not (math.isfinite(args.delta) and 0 < args.delta < 1):
+            raise AssayValueError(f"--delta {args.delta:g}: must be in (0, 1), e.g. 1e-5.")
+    elif args.command == "harden" and args.defence == "fairness":
         rules.append(("--lam", args.lam, 0, False))
-    elif args.prune is not None and not 0 <= args.prune < 1:
+    elif args.command == "compress" and args.prune is not None and not 0 <= args.prune < 1:
         raise AssayValueError(f"--prune {args.prune:g}: the fraction of weights zeroed must be "
                               "in [0, 1).")
     for flag, value, low, strict in rules:
@@ -194,8 +233,8 @@ def _report_dir(args: argparse.Namespace) -> Path:
 def _defence_and_plan(args: argparse.Namespace):
     """The defence and the plan of both audits (validated here, before training)."""
     from ..audit.plan import load_plan
-    from ..workflows import (AdversarialTraining, Defence, FairnessTraining,
-                             GaussianAugmentation, harden_plan)
+    from ..workflows import (AdversarialTraining, BackdoorRemoval, Defence, FairnessTraining,
+                             GaussianAugmentation, PrivateTraining, harden_plan)
 
     defence: Defence
     if args.defence == "adversarial":
@@ -205,6 +244,13 @@ def _defence_and_plan(args: argparse.Namespace):
     elif args.defence == "fairness":
         defence = FairnessTraining(attribute=args.attribute, method=args.method,
                                    constraint=args.constraint, lam=args.lam)
+    elif args.defence == "dp":
+        defence = PrivateTraining(epsilon=args.epsilon, delta=args.delta,
+                                  max_grad_norm=args.clip,
+                                  noise_multiplier=args.noise_multiplier,
+                                  accountant=args.accountant)
+    elif args.defence == "backdoor":
+        defence = BackdoorRemoval(method=args.method.replace("-", "_"))
     else:
         defence = GaussianAugmentation(sigma=args.sigma)
     return defence, load_plan(args.plan) if args.plan else harden_plan(defence)

@@ -123,10 +123,20 @@ class TrainHistory:
     stopped_early: bool = False
 
 
+BatchSampler = Callable[[int, torch.Generator], list[Tensor]]
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    """:func:`fit`'s default batches of one epoch: a random permutation of the ``n``
+    samples cut into batches of ``batch_size`` (the last one smaller)."""
+    order = torch.randperm(n, generator=generator)
+    return [order[start:start + batch_size] for start in range(0, n, batch_size)]
+
+
 def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
         loss_fn: LossFn | IndexedLoss = cross_entropy_loss, step_fn: StepFn = gradient_step,
         on_epoch_end: Callable[[int, nn.Module], bool] | None = None,
-        show_progress: bool = True) -> TrainHistory:
+        sampler: BatchSampler | None = None, show_progress: bool = True) -> TrainHistory:
     """Train ``model`` in place on ``data`` and return the per-epoch history.
 
     ``loss_fn(model, x, y)`` turns a batch into a scalar loss (default: cross-entropy on
@@ -138,7 +148,12 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     stepped after it). A custom step sets the parameters' ``.grad`` its own way (e.g.
     DP-SGD: clipped, noised per-sample gradients) and then calls ``optimizer.step()``, or
     updates the weights itself. ``on_epoch_end(epoch, model)`` runs after each epoch in
-    eval mode; returning True stops training. The model is left in eval mode.
+    eval mode; returning True stops training. ``sampler(n, generator)`` returns one epoch's
+    batches as index tensors into the ``n`` training samples (int64, on the CPU), drawn
+    from ``generator`` (seeded by ``config.seed``) or its own; default
+    :func:`shuffled_batches` of ``config.batch_size`` (DP-SGD passes Poisson sampling,
+    whose batches vary in size and may be empty; the cyclic schedule counts
+    ``ceil(n / batch_size)`` batches an epoch). The model is left in eval mode.
     """
     device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -160,12 +175,11 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     started = time.perf_counter()
     for epoch in range(config.epochs):
         model.train()
-        order = torch.randperm(len(y_all), generator=generator)
+        batches = (shuffled_batches(len(y_all), config.batch_size, generator)
+                   if sampler is None else sampler(len(y_all), generator))
         total_loss, seen = 0.0, 0
-        batches = range(0, len(order), config.batch_size)
-        for start in progress_bar(batches, desc=f"epoch {epoch + 1}/{config.epochs}",
+        for index in progress_bar(batches, desc=f"epoch {epoch + 1}/{config.epochs}",
                                   enabled=show_progress):
-            index = order[start:start + config.batch_size]
             x, y = x_all[index].to(device), y_all[index].to(device)
             batch_loss = loss_fn.bind(index) if isinstance(loss_fn, IndexedLoss) else loss_fn
             loss = step_fn(model, x, y, batch_loss, optimizer)
