@@ -18,14 +18,13 @@ import warnings
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor
 
 from ..._params import Float, Int
-from ...core.dataset import Dataset
-from .scan import PoisonScan, features_by_label
+from .scan import LabelScan
 
 
-class ActivationClustering:
+class ActivationClustering(LabelScan):
     """Parameters (keyword-only)
     -------------------------
     dims : int >= 1, default 10 - ICA components
@@ -33,41 +32,33 @@ class ActivationClustering:
     seed : int >= 0, default 0; batch_size : int >= 1, default 256
     """
 
+    method = "activation_clustering"
     constraints = {"dims": Int(low=1), "size_threshold": Float(low=0.0, high=0.5,
                                                                  low_open=True),
                    "seed": Int(low=0), "batch_size": Int(low=1)}
 
     def __init__(self, *, dims: int = 10, size_threshold: float = 0.35, seed: int = 0,
                  batch_size: int = 256) -> None:
-        owner = type(self).__name__
-        self.dims = self.constraints["dims"].check("dims", dims, owner)
-        self.size_threshold = self.constraints["size_threshold"].check(
-            "size_threshold", size_threshold, owner)
-        self.seed = self.constraints["seed"].check("seed", seed, owner)
-        self.batch_size = self.constraints["batch_size"].check("batch_size", batch_size, owner)
+        self.dims = self._validated("dims", dims)
+        self.size_threshold = self._validated("size_threshold", size_threshold)
+        self.seed = self._validated("seed", seed)
+        self.batch_size = self._validated("batch_size", batch_size)
 
-    def scan(self, model: nn.Module, data: Dataset) -> PoisonScan:
+    def _score(self, feats: Tensor) -> tuple[Tensor, Tensor]:
         from sklearn.cluster import KMeans
         from sklearn.decomposition import FastICA
 
-        scores = torch.zeros(len(data), dtype=torch.float64)
-        flagged = torch.zeros(len(data), dtype=torch.bool)
-        for where, feats in features_by_label(model, data, type(self).__name__,
-                                              batch_size=self.batch_size):
-            if len(where) < 2:
-                continue
-            values = feats.numpy()
-            dims = min(self.dims, values.shape[1], len(where) - 1)
-            with warnings.catch_warnings():  # ICA's convergence notes on tiny classes
-                warnings.simplefilter("ignore")
-                reduced = FastICA(n_components=dims, random_state=self.seed,
-                                  whiten="unit-variance").fit_transform(values)
-            clusters = KMeans(n_clusters=2, n_init=10, random_state=self.seed).fit_predict(
-                reduced)
-            share = np.bincount(clusters, minlength=2) / len(clusters)
-            scores[where] = torch.from_numpy(1.0 - share[clusters])
-            small = int(np.argmin(share))
-            if share[small] <= self.size_threshold:
-                flagged[where[torch.from_numpy(clusters == small)]] = True
-        return PoisonScan(scores, flagged, "activation_clustering",
-                          {"dims": self.dims, "size_threshold": self.size_threshold})
+        if len(feats) < 2:
+            return torch.zeros(len(feats), dtype=torch.float64), torch.zeros(
+                len(feats), dtype=torch.bool)
+        values = feats.numpy()
+        dims = min(self.dims, values.shape[1], len(values) - 1)
+        with warnings.catch_warnings():  # ICA's convergence notes on tiny classes
+            warnings.simplefilter("ignore")
+            reduced = FastICA(n_components=dims, random_state=self.seed,
+                              whiten="unit-variance").fit_transform(values)
+        clusters = KMeans(n_clusters=2, n_init=10, random_state=self.seed).fit_predict(reduced)
+        share = np.bincount(clusters, minlength=2) / len(clusters)
+        small = int(np.argmin(share))
+        flag = torch.from_numpy(clusters == small) & bool(share[small] <= self.size_threshold)
+        return torch.from_numpy(1.0 - share[clusters]), flag

@@ -3,13 +3,14 @@ quality against known poison, and the penultimate features of each class."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from ..._params import Constraint
 from ...core.dataset import Dataset
 from ...core.features import logits_and_features
 from ...errors import AssayValueError
@@ -61,3 +62,33 @@ def features_by_label(model: nn.Module, data: Dataset, owner: str, *,
     for label in torch.unique(labels).tolist():
         where = torch.nonzero(labels == label).squeeze(1)
         yield where, features[where]
+
+
+class LabelScan:
+    """Base of the data-side defenses: each label's samples are scored on their
+    penultimate features by :meth:`_score`, which returns the scores [n_k] and the
+    samples to flag (bool [n_k])."""
+
+    method: ClassVar[str]
+    constraints: ClassVar[Mapping[str, Constraint]] = {}
+    batch_size: int = 256
+
+    def _validated(self, name: str, value: Any) -> Any:
+        return self.constraints[name].check(name, value, type(self).__name__)
+
+    def settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.constraints}
+
+    def scan(self, model: nn.Module, data: Dataset) -> PoisonScan:
+        """Score every training sample of ``data`` with ``model``, the model trained on it."""
+        scores = torch.zeros(len(data), dtype=torch.float64)
+        flagged = torch.zeros(len(data), dtype=torch.bool)
+        for where, feats in features_by_label(model, data, type(self).__name__,
+                                              batch_size=self.batch_size):
+            score, flag = self._score(feats)
+            scores[where] = score
+            flagged[where[flag]] = True
+        return PoisonScan(scores, flagged, self.method, self.settings())
+
+    def _score(self, feats: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError

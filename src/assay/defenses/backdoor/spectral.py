@@ -12,14 +12,13 @@ paper's factor 1.5 over an upper bound on the poisoned share). Default expected_
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor
 
 from ..._params import Float, Int
-from ...core.dataset import Dataset
-from .scan import PoisonScan, features_by_label
+from .scan import LabelScan
 
 
-class SpectralSignatures:
+class SpectralSignatures(LabelScan):
     """Parameters (keyword-only)
     -------------------------
     expected_rate : float in (0, 1), default 0.1 - an upper bound on the poisoned share
@@ -28,26 +27,20 @@ class SpectralSignatures:
     ``scan(model, train) -> PoisonScan``; ``model`` is the one trained on ``train``.
     """
 
+    method = "spectral_signatures"
     constraints = {"expected_rate": Float(low=0.0, high=1.0, low_open=True, high_open=True),
                    "batch_size": Int(low=1)}
 
     def __init__(self, *, expected_rate: float = 0.1, batch_size: int = 256) -> None:
-        owner = type(self).__name__
-        self.expected_rate = self.constraints["expected_rate"].check(
-            "expected_rate", expected_rate, owner)
-        self.batch_size = self.constraints["batch_size"].check("batch_size", batch_size, owner)
+        self.expected_rate = self._validated("expected_rate", expected_rate)
+        self.batch_size = self._validated("batch_size", batch_size)
 
-    def scan(self, model: nn.Module, data: Dataset) -> PoisonScan:
-        scores = torch.zeros(len(data), dtype=torch.float64)
-        flagged = torch.zeros(len(data), dtype=torch.bool)
-        for where, feats in features_by_label(model, data, type(self).__name__,
-                                              batch_size=self.batch_size):
-            centred = feats - feats.mean(0)
-            _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-            score = (centred @ vh[0]) ** 2
-            scores[where] = score
-            removed = min(len(where), int(round(1.5 * self.expected_rate * len(where))))
-            if removed:
-                flagged[where[score.topk(removed).indices]] = True
-        return PoisonScan(scores, flagged, "spectral_signatures",
-                          {"expected_rate": self.expected_rate})
+    def _score(self, feats: Tensor) -> tuple[Tensor, Tensor]:
+        centred = feats - feats.mean(0)
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        score = (centred @ vh[0]) ** 2
+        flag = torch.zeros(len(score), dtype=torch.bool)
+        removed = min(len(score), int(round(1.5 * self.expected_rate * len(score))))
+        if removed:
+            flag[score.topk(removed).indices] = True
+        return score, flag
