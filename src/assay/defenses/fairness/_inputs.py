@@ -3,6 +3,8 @@ failure is an ``AssayValueError`` naming the argument and the fix."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -72,3 +74,20 @@ def unit_scores(scores: object, n: int | None, owner: str, name: str = "scores")
                               "do not. Fix: pass softmax(logits)[:, positive_class], not the "
                               "logits (positive_class_scores does this).")
     return scores
+
+
+def batch_lookup(values: Tensor, owner: str, what: str) -> Callable[[Tensor, torch.device],
+                                                                  Tensor]:
+    """``lookup(index, device)``: ``values[index]`` on ``device`` (each device's copy made
+    once), for an :class:`~assay.core.training.IndexedLoss`; an index past ``values`` (a
+    training set larger than the values given) is refused naming ``what``."""
+    cache: dict[torch.device, Tensor] = {}
+
+    def lookup(index: Tensor, device: torch.device) -> Tensor:
+        if int(index.max()) >= len(values):
+            raise AssayValueError(f"{owner}: the training set has more samples than the "
+                                  f"{len(values)} {what}. Fix: compute them for the set "
+                                  "that fit trains on.")
+        return cache.setdefault(device, values.to(device))[index.to(device)]
+
+    return lookup

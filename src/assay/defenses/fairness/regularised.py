@@ -49,7 +49,7 @@ from ..._params import Choice, Constraint, Float, Int
 from ...core.data import Dataset
 from ...core.training import IndexedLoss, TrainConfig, TrainHistory, fit
 from ...errors import AssayValueError
-from ._inputs import group_index
+from ._inputs import batch_lookup, group_index
 
 __all__ = ["CONSTRAINTS", "FairnessRegularisedLoss", "fit_regularised"]
 
@@ -118,21 +118,17 @@ class FairnessRegularisedLoss:
         have the group codes ``groups`` [N] (int64; at least 2 groups of 2 members)."""
         owner = type(self).__name__
         index, num_groups, _ = group_index(groups, None, owner)
-        cache: dict[torch.device, Tensor] = {}
+        group_of = batch_lookup(index, owner, "group codes given to loss()")
 
         def loss_fn(model: nn.Module, x: Tensor, y: Tensor, batch: Tensor) -> Tensor:
-            if int(batch.max()) >= len(index):
-                raise AssayValueError(f"{owner}: the training set has more samples than the "
-                                      f"{len(index)} group codes given to loss(). Fix: pass "
-                                      "the groups of the set that fit trains on.")
+            groups_here = group_of(batch, y.device)
             logits = model(x)
             if self.positive_class >= logits.shape[1]:
                 raise AssayValueError(
                     f"The 'positive_class' parameter of {owner} must be a class of the "
                     f"model (0..{logits.shape[1] - 1}). Got {self.positive_class} instead.")
-            on_device = cache.setdefault(y.device, index.to(y.device))  # moved once
             probs = logits.softmax(dim=1)[:, self.positive_class]
-            gap = self.gap(probs, y, on_device[batch.to(y.device)], num_groups)
+            gap = self.gap(probs, y, groups_here, num_groups)
             penalty = gap ** 2 if self.penalty == "squared" else gap
             return F.cross_entropy(logits, y) + self.lam * penalty
 

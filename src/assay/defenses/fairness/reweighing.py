@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from ...core.data import Dataset
 from ...core.training import IndexedLoss, TrainConfig, TrainHistory, fit
 from ...errors import AssayValueError
-from ._inputs import group_index, labels_of
+from ._inputs import batch_lookup, group_index, labels_of
 
 __all__ = ["fit_reweighed", "reweighed_loss", "reweighing_weights"]
 
@@ -93,16 +93,11 @@ def reweighed_loss(weights: Tensor) -> IndexedLoss:
     if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
         raise AssayValueError(f"The 'weights' parameter of {owner} must hold finite weights "
                               ">= 0. Fix: compute them with reweighing_weights.")
-    cache: dict[torch.device, Tensor] = {}
+    weight_of = batch_lookup(weights, owner, "weights")
 
     def loss(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        if int(index.max()) >= len(weights):
-            raise AssayValueError(f"{owner}: the training set has more samples than the "
-                                  f"{len(weights)} weights. Fix: compute the weights of "
-                                  "the set that fit trains on.")
-        on_device = cache.setdefault(y.device, weights.to(y.device))  # moved once
         per_sample = F.cross_entropy(model(x), y, reduction="none")
-        return (on_device[index.to(y.device)] * per_sample).mean()
+        return (weight_of(index, y.device) * per_sample).mean()
 
     return IndexedLoss(loss)
 
