@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import AssayValueError
 
@@ -315,6 +315,18 @@ class ListOrTable(Constraint):
         tables = [{}, {"<not a key>": self.items.example()}]
         tables += [{key: v} for v in self.items.invalid_examples() if not isinstance(v, dict)]
         return [v for v in bad if not isinstance(v, dict)] + tables
+
+
+class Configured:
+    """Base of the algorithms configured once by keyword-only settings: ``constraints``
+    declares each setting's allowed values as data, :meth:`_validated` checks one
+    against it, and the shared contract tests try every constraint's invalid examples."""
+
+    constraints: ClassVar[Mapping[str, Constraint]] = {}
+
+    def _validated(self, name: str, value: Any) -> Any:
+        """``value`` checked against ``constraints[name]``, in normal form."""
+        return self.constraints[name].check(name, value, type(self).__name__)
 
 
 def check_values(constraints: Mapping[str, Constraint], values: Mapping[str, Any],

@@ -4,14 +4,12 @@ model's eval mode during the attack (restored afterwards)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..._params import Constraint, Int, Optional
+from ..._params import Configured, Int, Optional
 from ...core.data import outside_bounds
 from ...core.inference import eval_mode
 from ...errors import AssayValueError
@@ -100,18 +98,12 @@ def check_attack_inputs(model: nn.Module, x: Tensor, y: Tensor, owner: str, *,
     return lo, hi
 
 
-class EvasionAttack:
-    """Base class: subclasses implement ``_run(model, x, y, lo, hi)`` on one batch."""
+class EvasionAttack(Configured):
+    """Base class: subclasses implement ``_run(model, x, y, lo, hi)`` on one batch, and
+    declare every constructor keyword's allowed values in ``constraints``."""
 
     batch_size: int | None = None
     targeted: bool = False
-    # Every constructor keyword's allowed values, as data: ``_validated`` checks against
-    # them, and the shared contract test tries their invalid examples on every attack.
-    constraints: ClassVar[Mapping[str, Constraint]] = {}
-
-    def _validated(self, name: str, value: Any) -> Any:
-        """``value`` checked against ``constraints[name]``, in normal form."""
-        return self.constraints[name].check(name, value, type(self).__name__)
 
     def _achieved(self, logits: Tensor, y: Tensor) -> Tensor:
         """Per sample: the goal is reached (the target class, or any wrong class)."""

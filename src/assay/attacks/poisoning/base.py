@@ -10,14 +10,13 @@ inputs; training a backdoored model is ``fit(net, poisoned.data, config)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ..._params import Constraint
+from ..._params import Configured
 from ...core.dataset import Dataset, outside_bounds
 from ...core.rng import seeded_generator
 from ...errors import AssayValueError
@@ -63,16 +62,12 @@ POISONING_ATTACKS: Registry[type[PoisoningAttack]] = Registry(
     builtins=[f"{__package__}.{m}" for m in ("badnets", "blended", "wanet", "label_flip")])
 
 
-class PoisoningAttack:
+class PoisoningAttack(Configured):
     """Base class: subclasses set ``name`` and ``constraints`` and implement ``poison``
     (backdoors implement ``_stamp`` and get ``poison`` and ``apply_trigger`` from
     :class:`BackdoorAttack`)."""
 
     name: ClassVar[str]
-    constraints: ClassVar[Mapping[str, Constraint]] = {}
-
-    def _validated(self, name: str, value: Any) -> Any:
-        return self.constraints[name].check(name, value, type(self).__name__)
 
     def settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.constraints}

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..._params import Float, Int
+from ..._params import Configured, Float, Int
 from ...core.dataset import Dataset
 from ...core.inference import eval_mode, model_device
 from ...core.rng import seeded_generator
@@ -58,7 +58,7 @@ class TriggerScan:
     seconds_per_class: float
 
 
-class NeuralCleanse:
+class NeuralCleanse(Configured):
     """Parameters (keyword-only)
     -------------------------
     steps : int >= 1, default 1000 - optimisation steps (each on one batch of every class)
@@ -80,18 +80,15 @@ class NeuralCleanse:
     def __init__(self, *, steps: int = 1000, batch_size: int = 32, lr: float = 0.1,
                  init_cost: float = 1e-3, success_threshold: float = 0.99, patience: int = 5,
                  steps_per_check: int = 10, threshold: float = 2.0, seed: int = 0) -> None:
-        def valid(name: str, value):  # noqa: ANN202 - the constraint's normal form
-            return self.constraints[name].check(name, value, type(self).__name__)
-
-        self.steps: int = valid("steps", steps)
-        self.batch_size: int = valid("batch_size", batch_size)
-        self.lr: float = valid("lr", lr)
-        self.init_cost: float = valid("init_cost", init_cost)
-        self.success_threshold: float = valid("success_threshold", success_threshold)
-        self.patience: int = valid("patience", patience)
-        self.steps_per_check: int = valid("steps_per_check", steps_per_check)
-        self.threshold: float = valid("threshold", threshold)
-        self.seed: int = valid("seed", seed)
+        self.steps: int = self._validated("steps", steps)
+        self.batch_size: int = self._validated("batch_size", batch_size)
+        self.lr: float = self._validated("lr", lr)
+        self.init_cost: float = self._validated("init_cost", init_cost)
+        self.success_threshold: float = self._validated("success_threshold", success_threshold)
+        self.patience: int = self._validated("patience", patience)
+        self.steps_per_check: int = self._validated("steps_per_check", steps_per_check)
+        self.threshold: float = self._validated("threshold", threshold)
+        self.seed: int = self._validated("seed", seed)
 
     def scan(self, model: nn.Module, clean: Dataset) -> TriggerScan:
         """Search a trigger for every class of ``model`` on the ``clean`` images."""

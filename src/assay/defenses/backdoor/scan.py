@@ -3,14 +3,14 @@ quality against known poison, and the penultimate features of each class."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..._params import Constraint
+from ..._params import Configured
 from ...core.dataset import Dataset
 from ...core.features import logits_and_features
 from ...errors import AssayValueError
@@ -64,17 +64,13 @@ def features_by_label(model: nn.Module, data: Dataset, owner: str, *,
         yield where, features[where]
 
 
-class LabelScan:
+class LabelScan(Configured):
     """Base of the data-side defenses: each label's samples are scored on their
     penultimate features by :meth:`_score`, which returns the scores [n_k] and the
     samples to flag (bool [n_k])."""
 
     method: ClassVar[str]
-    constraints: ClassVar[Mapping[str, Constraint]] = {}
     batch_size: int = 256
-
-    def _validated(self, name: str, value: Any) -> Any:
-        return self.constraints[name].check(name, value, type(self).__name__)
 
     def settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.constraints}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..._params import Float, Int
+from ..._params import Configured, Float, Int
 from ...core.dataset import Dataset
 from ...core.inference import batched_logits
 from ...core.rng import seeded_generator
@@ -55,7 +55,7 @@ class STRIPDetector:
                 "far": float((~self.detect(triggered)).double().mean())}
 
 
-class STRIP:
+class STRIP(Configured):
     """Parameters (keyword-only)
     -------------------------
     n_overlays : int >= 1, default 100 - clean images laid over each input (the paper's N)
@@ -73,11 +73,10 @@ class STRIP:
 
     def __init__(self, *, n_overlays: int = 100, frr: float = 0.01, seed: int = 0,
                  batch_size: int = 1024) -> None:
-        owner = type(self).__name__
-        self.n_overlays = self.constraints["n_overlays"].check("n_overlays", n_overlays, owner)
-        self.frr = self.constraints["frr"].check("frr", frr, owner)
-        self.seed = self.constraints["seed"].check("seed", seed, owner)
-        self.batch_size = self.constraints["batch_size"].check("batch_size", batch_size, owner)
+        self.n_overlays = self._validated("n_overlays", n_overlays)
+        self.frr = self._validated("frr", frr)
+        self.seed = self._validated("seed", seed)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def fit(self, model: nn.Module, clean: Dataset) -> STRIPDetector:
         if clean.x.ndim != 4:

@@ -39,13 +39,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..._params import Choice, Constraint, Float, Int
+from ..._params import Choice, Configured, Constraint, Float, Int
 from ...core.data import Dataset
 from ...core.training import IndexedLoss, TrainConfig, TrainHistory, fit
 from ...errors import AssayValueError
@@ -57,7 +57,7 @@ GapConstraint = Literal["demographic_parity", "equalized_odds"]
 CONSTRAINTS: tuple[str, ...] = ("demographic_parity", "equalized_odds")
 
 
-class FairnessRegularisedLoss:
+class FairnessRegularisedLoss(Configured):
     """Cross-entropy plus ``lam`` times a demographic parity or equalized odds gap of the
     batch's soft positive-class probabilities (gap regularisation, Chuang & Mroueh, ICLR
     2021).
@@ -88,9 +88,6 @@ class FairnessRegularisedLoss:
         self.constraint: GapConstraint = self._validated("constraint", constraint)
         self.penalty: str = self._validated("penalty", penalty)
         self.positive_class: int = self._validated("positive_class", positive_class)
-
-    def _validated(self, name: str, value: Any) -> Any:
-        return self.constraints[name].check(name, value, type(self).__name__)
 
     def gap(self, probs: Tensor, y: Tensor, groups: Tensor, num_groups: int) -> Tensor:
         """The batch's gap (a differentiable scalar): ``probs`` [B] positive-class
