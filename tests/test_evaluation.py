@@ -7,7 +7,8 @@ from torch import nn
 from assay.attacks.evasion import (APGD, FABT, ExpectationOverTransformation, Square,
                                    evaluate_robustness)
 from assay.attacks.evasion import diagnostics as diag
-from assay.attacks.evasion.evaluation import Stage, quick_stages, standard_stages
+from assay.attacks.evasion.evaluation import (Stage, concatenate_evaluations, quick_stages,
+                                             standard_stages)
 from assay.audit.plan import plan_from_dict
 from assay.audit.runner import run_audit
 from assay.core.model import ModelWrapper
@@ -270,3 +271,41 @@ def test_channels_last_changes_speed_not_results(digits_model, points):
     assert fast.x_adv.is_contiguous()
     first = next(digits_model.parameters())
     assert first.is_contiguous()  # the caller's model keeps its layout
+
+
+# --------------------------------------------------------------------- shards
+def test_shards_concatenate_into_one_evaluation(digits_model, points):
+    x, y = (t[:60] for t in points)
+    whole = evaluate_robustness(digits_model, x, y, eps=0.1, mode="quick", seed=0)
+    parts = [evaluate_robustness(digits_model, x[a:b], y[a:b], eps=0.1, mode="quick", seed=0)
+             for a, b in ((0, 25), (25, 60))]
+    joined = concatenate_evaluations(parts)
+    assert torch.equal(joined.clean_correct, whole.clean_correct)
+    assert joined.x_adv.shape == x.shape and len(joined.robust) == len(x)
+    for stage, (a, b) in zip(joined.stages, zip(parts[0].stages, parts[1].stages)):
+        assert stage.name == a.name
+        assert (stage.attacked, stage.broken) == (a.attacked + b.attacked, a.broken + b.broken)
+    assert joined.robust_accuracy == float(torch.cat([p.robust for p in parts]).float().mean())
+    # every broken point's adversarial example stays in the ball
+    broken = joined.clean_correct & ~joined.robust
+    assert float((joined.x_adv[broken] - x[broken]).abs().amax()) <= 0.1 + 1e-6
+    with pytest.raises(AssayValueError, match="no evaluations"):
+        concatenate_evaluations([])
+
+
+def test_the_check_in_shards_keeps_clean_accuracy_and_reports_every_point(digits, digits_model):
+    _, test = digits
+    runs = {}
+    for shards in (1, 3):
+        plan = plan_from_dict({"checks": [{"name": "robustness", "params": {
+            "eps": [0.0, 0.1], "mode": "quick", "n": 61, "shards": shards,
+            "diagnostics": False}}]})
+        runs[shards] = run_audit(digits_model, test, plan, progress=False).checks[0]
+    one, three = runs[1], runs[3]
+    assert three.metrics["clean_accuracy"] == one.metrics["clean_accuracy"]
+    assert three.metrics["robust_accuracy@linf=0"] == one.metrics["clean_accuracy"]
+    stages = three.details["curves"]["linf"]["stages"]["0.1"]
+    assert stages[0]["attacked"] == round(61 * one.metrics["clean_accuracy"])
+    # the shards' own seeds change the draws, not the strength beyond the seed spread
+    assert abs(three.metrics["robust_accuracy@linf=0.1"]
+               - one.metrics["robust_accuracy@linf=0.1"]) <= 0.1

@@ -6,10 +6,10 @@ An executor gets the tasks (data: :class:`~assay.audit.tasks.Task`), the inputs 
 :func:`~assay.audit.tasks.run_task`, which reads and writes the cache, so any executor that
 runs tasks resumes an interrupted audit, mid-check included. ``map(fn, items)`` is how a
 check fans out independent pieces (``CheckContext.map``): the local executor runs them one
-after another. Another executor (Ray) would ship ``inputs.to_payload()`` once, run tasks
-where it likes with a cache that every worker reads (:class:`~assay.audit.cache.CacheStore`)
-and keep the order of its outcomes. Executors are plug-ins: :data:`EXECUTORS`, entry-point
-group ``assay.executors``.
+after another; :class:`~assay.audit.ray_executor.RayExecutor` ships ``inputs.to_payload()``
+once, runs tasks and pieces as Ray tasks with a cache that every worker reads
+(:class:`~assay.audit.cache.CacheStore`) and keeps the order of its outcomes. Executors are
+plug-ins: :data:`EXECUTORS`, entry-point group ``assay.executors``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 
 from ..registry import Registry
 from .cache import CacheStore
+from .ray_executor import RayExecutor
 from .tasks import AuditInputs, Task, TaskOutcome, run_task
 
 T = TypeVar("T")
@@ -50,6 +51,7 @@ class LocalExecutor:
 
 EXECUTORS: Registry[Callable[[], Executor]] = Registry("executor", group="assay.executors")
 EXECUTORS.add("local", LocalExecutor)
+EXECUTORS.add("ray", RayExecutor)  # imports Ray only when built; assay[ray]
 
 
 def get_executor(executor: Executor | str | None) -> Executor:

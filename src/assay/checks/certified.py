@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..core.progress import progress_bar
+from ..core.rng import piece_seed
 from ..defenses.smoothing import Certification, SmoothedClassifier, max_certified_radius
 from ..results import HIGHER_FRACTION, LOWER_FRACTION
 from .base import (Check, CheckContext, CheckOutput, Finding, Param, Plot, radius_problem,
@@ -154,8 +155,8 @@ def _certify_in_pieces(ctx: CheckContext, x: torch.Tensor,
     """CERTIFY ``x`` in pieces of at most :data:`PIECE_PASSES` noisy forward passes (one
     point at least), each a cache piece, so a killed certification resumes at its first
     missing piece. The first piece draws its noise from the audit's seed, as one call on
-    every point did; piece i > 0 from a seed spawned from it (numpy's SeedSequence), so the
-    pieces' noise is independent."""
+    every point did; piece i > 0 from :func:`~assay.core.rng.piece_seed`, so the pieces' noise
+    is independent."""
     per_piece = max(1, PIECE_PASSES // (params["n0"] + params["n"]))
     starts = list(range(0, len(x), per_piece)) or [0]
     several = len(starts) > 1
@@ -163,10 +164,9 @@ def _certify_in_pieces(ctx: CheckContext, x: torch.Tensor,
     def certify(item: tuple[int, int]) -> Certification:
         index, start = item
         stop = start + per_piece
-        seed = ctx.seed if index == 0 else int(
-            np.random.SeedSequence(ctx.seed, spawn_key=(index,)).generate_state(1)[0])
         smoothed = SmoothedClassifier(ctx.model, sigma=params["sigma"],
-                                      batch_size=params["batch_size"], seed=seed,
+                                      batch_size=params["batch_size"],
+                                      seed=piece_seed(ctx.seed, index),
                                       progress=ctx.progress and not several)
         return ctx.piece(f"points {start}:{stop}",
                          lambda: smoothed.certify(x[start:stop], n0=params["n0"],

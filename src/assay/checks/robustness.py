@@ -17,6 +17,11 @@ Metrics: ``clean_accuracy`` and ``robust_accuracy@<norm>=<eps>`` (eps formatted 
 ``%g``, e.g. ``robust_accuracy@linf=0.3``), whatever the mode. With ``diagnostics`` on
 (default), the checks of :mod:`assay.attacks.evasion.diagnostics` run after the
 evaluation; each one that fails is a "warn" finding with its explanation.
+
+Each radius is evaluated in ``shards`` shards of the points (default 1), each a cache piece
+that the audit's executor may run elsewhere (``--executor ray``); a shard's attacks draw
+from the seed :func:`~assay.core.rng.piece_seed` gives it, so the numbers depend on
+``shards`` but never on the executor.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ import torch
 from ..attacks.evasion import diagnostics as diag
 from ..attacks.evasion.eot import ExpectationOverTransformation
 from ..attacks.evasion.evaluation import (Ensemble, EvaluationResult, PGDRestarts, Protocol,
-                                          SquareOnly, StageReport, evaluate_robustness,
-                                          is_differentiable)
+                                          SquareOnly, StageReport, concatenate_evaluations,
+                                          evaluate_robustness, is_differentiable)
 from ..attacks._projection import Norm
 from ..core.images import gallery, is_image_batch
 from ..core.progress import progress_bar
+from ..core.rng import piece_seed
 from ..errors import AssayValueError
 from ..results import HIGHER_FRACTION
 from .base import (Check, CheckContext, CheckOutput, Finding, Param, Plot, radius_problem,
@@ -83,6 +89,9 @@ class RobustnessCheck(Check):
         Param("diagnostics", "bool", True, "run the evaluation diagnostics"),
         Param("eot_samples", "int", 0, "forward passes averaged per query (expectation over "
               "transformation); 0: 20 when the model is stochastic, else 1", low=0),
+        Param("shards", "int", 1, "evaluate each radius in this many shards of the points, "
+              "each a piece that the audit's executor may run elsewhere (a shard draws its "
+              "attacks' randomness from its own seed)", low=1),
     )
 
     declared_metrics = {"clean_accuracy": HIGHER_FRACTION,
@@ -120,16 +129,27 @@ class RobustnessCheck(Check):
         plots, curves, galleries = [], {}, []
         budget: list[str] = []
 
-        def evaluate(norm: Norm, eps: float) -> EvaluationResult:
-            # One piece per radius: a killed evaluation resumes at the first missing one.
-            return ctx.piece(f"{norm} eps={eps!r}", lambda: evaluate_robustness(
-                model, x, y, eps=eps, norm=norm, seed=seed, batch_size=batch, mode=protocol),
-                encode=evaluation_piece, decode=lambda raw: evaluation_from_piece(raw, x))
+        shards = shard_bounds(len(x), params["shards"])
+
+        def evaluate(norm: Norm, item: tuple[float, int]) -> EvaluationResult:
+            # One piece per radius and shard: a killed evaluation resumes at the first
+            # missing one, and an executor may run them side by side.
+            eps, index = item
+            start, stop = shards[index]
+            xs, ys = x[start:stop], y[start:stop]
+            name = f"{norm} eps={eps!r}" + (f" points {start}:{stop}" if len(shards) > 1 else "")
+            return ctx.piece(name, lambda: evaluate_robustness(
+                model, xs, ys, eps=eps, norm=norm, seed=piece_seed(seed, index),
+                batch_size=batch, mode=protocol),
+                encode=evaluation_piece, decode=lambda raw: evaluation_from_piece(raw, xs))
 
         for norm, radii in eps_by_norm(params).items():
+            items = [(eps, index) for eps in radii for index in range(len(shards))]
             evaluated = ctx.map(partial(evaluate, norm), progress_bar(
-                radii, desc=f"{params['mode']} {norm}", enabled=ctx.progress))
-            results: dict[float, EvaluationResult] = dict(zip(radii, evaluated, strict=True))
+                items, desc=f"{params['mode']} {norm}", enabled=ctx.progress))
+            results: dict[float, EvaluationResult] = {
+                eps: concatenate_evaluations(evaluated[k * len(shards):(k + 1) * len(shards)])
+                for k, eps in enumerate(radii)}
             first = next(iter(results.values()))
             budget = budget or [f"{s.name} {s.budget}" for s in results[radii[-1]].stages]
             metrics.setdefault("clean_accuracy", first.clean_accuracy)
@@ -161,6 +181,15 @@ class RobustnessCheck(Check):
         return CheckOutput(metrics, findings, plots, details={
             "evaluation": label, "n": len(data), "eot_samples": eot, "curves": curves,
             "diagnostics": [d.as_dict() for d in found]}, galleries=galleries)
+
+
+def shard_bounds(points: int, shards: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of ``shards`` consecutive shards of ``points`` points whose sizes
+    differ by one at most; fewer shards when there are fewer points (one, empty, for none)."""
+    count = max(1, min(shards, points))
+    size, extra = divmod(points, count)
+    stops = [(i + 1) * size + min(i + 1, extra) for i in range(count)]
+    return list(zip([0, *stops[:-1]], stops))
 
 
 def evaluation_piece(result: EvaluationResult) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import AssayValueError
 from .options import (add_model_options, check_model_options, data_options, load_data_flag,
-                      model_from_args, threads, to_device)
+                      model_from_args, resource_count, threads, to_device)
 
 # The plan of `assay audit --model` without --plan. Its gates catch a useless model on
 # any data (half of the majority-class guess's errors avoided) and one that any
@@ -83,6 +83,18 @@ def add_parser(commands) -> None:
                             "is taken, so a busy neighbour on a shared machine does not slow "
                             "small models many times over; results agree at float rounding, "
                             "pass N for runs that must agree bit for bit)")
+    audit.add_argument("--executor", default="local", metavar="NAME",
+                       help="what runs the checks and the pieces they fan out: local (default, "
+                            "in this process, one after another) or ray (Ray tasks, on the "
+                            "cluster at --ray-address or on a local Ray instance; needs the "
+                            "extra assay[ray])")
+    audit.add_argument("--ray-address", metavar="ADDR",
+                       help="the Ray cluster's address (auto, HOST:6379 or ray://HOST:10001; "
+                            "default: start a local Ray instance); with --executor ray")
+    audit.add_argument("--ray-cpus", type=resource_count, default=1.0, metavar="N",
+                       help="CPUs each Ray task asks for (default 1; more than 0)")
+    audit.add_argument("--ray-gpus", type=resource_count, default=None, metavar="N",
+                       help="GPUs each Ray task asks for (default 1 with --device cuda, else 0)")
     audit.add_argument("--quiet", action="store_true", help="no progress or log lines")
 
 
@@ -92,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from ..report.writers import write_reports
 
     progress = not args.quiet
+    executor = _executor(args)  # before any work: a missing Ray is exit 2 at once
     model_info: dict = {}
     if args.demo:
         from .demo import demo_inputs
@@ -111,13 +124,35 @@ def run(args: argparse.Namespace) -> int:
     to_device(model, args.device)
     result = run_audit(model, data, plan, train_data=train_data, cache_dir=cache_dir,
                        progress=progress, model_info=model_info, data_root=args.data_dir,
-                       threads=args.threads)
+                       threads=args.threads, executor=executor)
     paths = write_reports(result, args.out)
     for line in _closing_lines(result):
         print(f"assay: {line}", file=sys.stderr)
     print(f"assay: {result.status.upper()} ({_gate_summary(result)}): reports in {args.out}/ "
           f"({', '.join(p.name for p in paths.values())})", file=sys.stderr)
     return result.exit_code
+
+
+def _executor(args: argparse.Namespace):
+    """The executor --executor names, built from the --ray-* flags; those flags without
+    --executor ray are refused rather than ignored."""
+    from ..audit.executors import EXECUTORS
+
+    ray_flags = [flag for flag, value, default in (
+        ("--ray-address", args.ray_address, None), ("--ray-cpus", args.ray_cpus, 1.0),
+        ("--ray-gpus", args.ray_gpus, None)) if value != default]
+    if args.executor != "ray":
+        if ray_flags:
+            raise AssayValueError(f"{ray_flags[0]} needs --executor ray.")
+        try:
+            return EXECUTORS.lookup(args.executor)()
+        except AssayValueError as err:
+            raise AssayValueError(f"--executor: {err}") from None
+    if args.ray_cpus == 0:
+        raise AssayValueError("--ray-cpus: give more than 0 CPUs per task, e.g. 1.")
+    from ..audit.ray_executor import RayExecutor
+
+    return RayExecutor(args.ray_address, num_cpus=args.ray_cpus, num_gpus=args.ray_gpus)
 
 
 def _default_plan(data) -> dict[str, Any]:

@@ -22,6 +22,17 @@ def threads(text: str) -> int | str:
     raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of threads or 'auto'")
 
 
+def resource_count(text: str) -> float:
+    """A finite number >= 0 of CPUs or GPUs (fractions allowed, as Ray takes them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number >= 0, e.g. 1 or 0.5")
+    return value
+
+
 def column_list(text: str) -> tuple[str, ...]:
     """``sex,race`` -> ``("sex", "race")``; an empty or repeated name is refused."""
     names = tuple(name.strip() for name in text.split(","))

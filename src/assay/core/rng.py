@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import overload
 
+import numpy as np
 import torch
 
-__all__ = ["seeded_generator"]
+__all__ = ["piece_seed", "seeded_generator"]
 
 
 @overload
@@ -33,3 +34,13 @@ def seeded_generator(seed: int | None,
     if seed is None:
         return None
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def piece_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th of a computation's independent pieces: ``seed`` itself
+    for the first, so one piece draws what the whole did, and for piece i > 0 a seed spawned
+    from it (numpy's ``SeedSequence``), so the pieces' draws are independent of one another
+    and of which process runs them."""
+    if index == 0:
+        return seed
+    return int(np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1)[0])

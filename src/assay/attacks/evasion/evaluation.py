@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Callable, Literal
 
 import torch
@@ -103,6 +104,29 @@ class EvaluationResult:
         """Robust accuracy before the black-box stages added their breaks."""
         black = sum(s.broken for s in self.stages if s.black_box)
         return (float(self.robust.float().sum()) + black) / max(len(self.robust), 1)
+
+
+def concatenate_evaluations(parts: Sequence[EvaluationResult]) -> EvaluationResult:
+    """One evaluation of the points of ``parts`` in order, each part an evaluation of a
+    shard of them by the same protocol: per-point tensors concatenated, each stage's counts
+    and seconds summed."""
+    if not parts:
+        raise AssayValueError("concatenate_evaluations: no evaluations given")
+    if len(parts) == 1:
+        return parts[0]
+    names = [s.name for s in parts[0].stages]
+    if any([s.name for s in part.stages] != names for part in parts):
+        raise AssayValueError("concatenate_evaluations: the parts ran different stages "
+                              f"({[[s.name for s in p.stages] for p in parts]})")
+    stages = [StageReport(first.name, first.budget,
+                          sum(p.stages[i].attacked for p in parts),
+                          sum(p.stages[i].broken for p in parts),
+                          sum(p.stages[i].queries for p in parts),
+                          sum(p.stages[i].seconds for p in parts), first.black_box)
+              for i, first in enumerate(parts[0].stages)]
+    return EvaluationResult(torch.cat([p.x_adv for p in parts]),
+                            torch.cat([p.clean_correct for p in parts]),
+                            torch.cat([p.robust for p in parts]), stages)
 
 
 class TargetSweep(EvasionAttack):
