@@ -134,6 +134,8 @@ def test_demo_audit_on_two_nodes_matches_the_in_process_run(cluster, demo, tmp_p
         assert there.error is None, there.error
         assert (there.status, there.metrics) == (here.status, here.metrics), here.id
     assert remote.status == local.status
+    assert local.provenance["executor"] == {"name": "local"}
+    assert remote.provenance["executor"]["name"] == "ray"
 
 
 @pytest.mark.slow

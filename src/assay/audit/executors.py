@@ -15,7 +15,7 @@ plug-ins: :data:`EXECUTORS`, entry-point group ``assay.executors``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..registry import Registry
 from .cache import CacheStore
@@ -48,10 +48,19 @@ class LocalExecutor:
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return [fn(item) for item in items]  # lazily: a progress bar over items advances
 
+    def describe(self) -> dict[str, Any]:
+        return {"name": "local"}
+
 
 EXECUTORS: Registry[Callable[[], Executor]] = Registry("executor", group="assay.executors")
 EXECUTORS.add("local", LocalExecutor)
 EXECUTORS.add("ray", RayExecutor)  # imports Ray only when built; assay[ray]
+
+
+def describe_executor(executor: Executor) -> dict[str, Any]:
+    """What the report records of the executor: its ``describe()``, else its class name."""
+    describe = getattr(executor, "describe", None)
+    return describe() if callable(describe) else {"name": type(executor).__name__}
 
 
 def get_executor(executor: Executor | str | None) -> Executor:

@@ -111,6 +111,11 @@ class RayExecutor:
         self.max_retries = max_retries
         self._session: _Session | None = None
 
+    def describe(self) -> dict[str, Any]:
+        return {"name": "ray", "address": self.address or "local instance",
+                "num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
+                "max_retries": self.max_retries}
+
     # ------------------------------------------------------------------ the driver
     def run(self, tasks: Sequence[Task], inputs: AuditInputs,
             cache: CacheStore | None) -> Iterator[TaskOutcome]:

@@ -22,7 +22,7 @@ from ..core.model import ModelWrapper
 from ..core.threads import Threads, check_threads
 from ..errors import AssayValueError, AssayWarning
 from .cache import CacheStore, DirectoryCache
-from .executors import Executor, get_executor
+from .executors import Executor, describe_executor, get_executor
 from .plan import CheckSpec, Plan
 from .tasks import AuditInputs, Task, TaskOutcome, execute, task_key
 from ..results import AuditResult, CheckResult, GateResult, check_status, overall_status
@@ -133,10 +133,10 @@ def run_audit(model: ModelWrapper, data: Dataset, plan: Plan, *,
     inputs = AuditInputs(model=model, data=data, train_data=train_data, seed=plan.seed,
                          data_root=data_root, training=plan.training, progress=progress)
     tasks = [Task(spec, task_key(spec, inputs, model_hash), threads) for spec in plan.checks]
+    runner = get_executor(executor)
     results: list[CheckResult] = []
     # strict: an executor that loses a task must not shrink the audit to a pass
-    for task, outcome in zip(tasks, get_executor(executor).run(tasks, inputs, cache),
-                             strict=True):
+    for task, outcome in zip(tasks, runner.run(tasks, inputs, cache), strict=True):
         results.append(_result(task.spec, outcome))
         log.info("[%d/%d] %s", len(results), len(tasks), console_line(results[-1]))
     checks = tuple(results)
@@ -145,7 +145,8 @@ def run_audit(model: ModelWrapper, data: Dataset, plan: Plan, *,
         assay_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         status=overall_status(checks), model=info, data=_data_info(data, train_data),
-        provenance=_provenance(plan, started, threads), checks=checks, findings=tuple(findings))
+        provenance={**_provenance(plan, started, threads), "executor": describe_executor(runner)},
+        checks=checks, findings=tuple(findings))
 
 
 def _result(spec: CheckSpec, outcome: TaskOutcome) -> CheckResult:
