@@ -61,7 +61,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._paths import ensure_writable_file
-    from ..attacks.poisoning import POISONING_ATTACKS
+    from ..attacks.poisoning import POISONING_ATTACKS, BackdoorAttack
     from ..core import zoo
     from ..core.data import load_data, parse_spec
     from ..core.inference import batched_predict
@@ -110,10 +110,8 @@ def run(args: argparse.Namespace) -> int:
     clean = float((batched_predict(net, test.x).cpu() == test.y).float().mean())
     summary = {"attack": attack.name, "settings": attack.settings(), "target": poisoned.target,
                "poisoned": len(poisoned.poisoned), "clean_accuracy": clean}
-    if hasattr(attack, "apply_trigger"):
-        others = test.y != args.target
-        hit = batched_predict(net, attack.apply_trigger(test.x[others])).cpu() == args.target
-        summary["attack_success_rate"] = float(hit.float().mean())
+    if isinstance(attack, BackdoorAttack):
+        summary["attack_success_rate"] = attack.success_rate(net, test.x, test.y)
     save_network(net, args.out, test)
     trigger_path.write_text(json.dumps(summary, indent=2) + "\n")
     asr = summary.get("attack_success_rate")

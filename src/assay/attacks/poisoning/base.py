@@ -11,6 +11,7 @@ inputs; training a backdoored model is ``fit(net, poisoned.data, config)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from ..._params import Configured
 from ...core.dataset import Dataset, outside_bounds
+from ...core.inference import batched_logits
 from ...core.rng import seeded_generator
 from ...errors import AssayValueError
 from ...registry import Registry
@@ -111,6 +113,21 @@ class BackdoorAttack(PoisoningAttack):
     def apply_trigger(self, x: Tensor) -> Tensor:
         """``x`` [N, C, H, W] with the trigger, as the attacker shows it at test time."""
         return self._stamp(x.clone(), None)
+
+    def success_rate(self, model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *,
+                     batch_size: int = 256) -> float:
+        """The attack success rate (ASR) on test inputs ``x`` with labels ``y``: the share
+        of the triggered inputs the model sends where the backdoor says (the target, or
+        the next class), counted on the inputs whose label the trigger changes (every
+        class but the target's for all-to-one); NaN when there are none."""
+        eligible = (y != self.target) if self.mode == "all_to_one" else torch.ones_like(
+            y, dtype=torch.bool)
+        if not bool(eligible.any()):
+            return float("nan")
+        x, y = x[eligible], y[eligible]
+        logits = batched_logits(model, self.apply_trigger(x), batch_size=batch_size)
+        wanted = self.relabel(y, logits.shape[1]).to(logits.device)
+        return float((logits.argmax(dim=1) == wanted).float().mean())
 
     def _stamp(self, x: Tensor, data: Dataset | None) -> Tensor:
         raise NotImplementedError
