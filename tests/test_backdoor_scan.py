@@ -97,6 +97,18 @@ def test_assay_attack_backdoor_writes_a_trojaned_model_and_its_trigger(tmp_path,
     assert summary["attack"] == "badnets" and summary["poisoned"] == 135
     assert summary["attack_success_rate"] >= 0.9 and summary["clean_accuracy"] >= 0.9
     assert out.is_file()
+    # the scan of that model, told its true trigger, shows it and scores the target
+    plan = tmp_path / "plan.toml"
+    trigger = tmp_path / "trojan.safetensors.trigger.json"
+    plan.write_text('[[checks]]\nname = "backdoor_scan"\n'
+                    f'params = {{ steps = 300, threshold = 3.0, trigger = "{trigger}" }}\n'
+                    'gates = ["target_found >= 1"]\n')
+    report = tmp_path / "report"
+    assert main(["audit", "--model", str(out), "--arch", "small_cnn", "--data", "digits:test",
+                 "--plan", str(plan), "--out", str(report), "--quiet"]) == 0
+    check = json.loads((report / "report.json").read_text())["checks"][0]
+    assert check["metrics"]["target_found"] == 1 and check["metrics"]["suspected_target"] == 3
+    assert check["galleries"][0]["captions"][0] == "true badnets trigger"
     capsys.readouterr()
     for bad, message in ((["--rate", "1.5"], "--rate 1.5"), (["--target", "12"], "--target 12"),
                          (["--arch", "vit"], "--arch vit")):
@@ -121,3 +133,18 @@ def test_assay_harden_backdoor_unlearns_the_trigger(models, tmp_path):
         (tmp_path / "clean-report" / "comparison.json").read_text())["deltas"]}
     assert rows["suspected_target"]["before"] == 3 and rows["suspected_target"]["after"] == -1
     assert rows["trojan_probability"]["after"] < 0.5 < rows["trojan_probability"]["before"]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("not json", "is not JSON"),
+    ('{"attack": "label_flip", "settings": {}}', "must hold an object"),
+    ('{"attack": "badnets", "settings": {"rate": 2}}', "'rate' parameter"),
+    ('{"attack": "badnets", "settings": {"colour": 1}}', "unexpected keyword"),
+])
+def test_a_bad_trigger_file_is_refused_when_the_plan_is_read(tmp_path, content, expected):
+    trigger = tmp_path / "t.json"
+    trigger.write_text(content)
+    with pytest.raises(AssayValueError, match="'trigger' parameter") as err:
+        plan_from_dict({"checks": [{"name": "backdoor_scan",
+                                    "params": {"trigger": str(trigger)}}]})
+    assert expected in str(err.value) and str(trigger) in str(err.value)

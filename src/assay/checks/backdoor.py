@@ -23,8 +23,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
+from ..attacks.poisoning import BackdoorAttack, load_trigger
+from ..core.dataset import Dataset
 from ..core.images import gallery
 from ..defenses.backdoor import NeuralCleanse
+from ..errors import AssayValueError
 from ..results import MetricInfo
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
@@ -47,16 +52,33 @@ class BackdoorScanCheck(Check):
         Param("batch_size", "int", 32, "clean images per class per step", low=1),
         Param("threshold", "float", 2.0, "the anomaly index that flags a class", low=0.1),
         Param("n", "int", 500, "clean images the triggers are fitted on", low=20),
+        Param("trigger", "str", None, "the .trigger.json that assay attack backdoor wrote "
+              "beside the model, when the true trigger is known (an exercise, a red-team "
+              "model): shown beside the reconstructions, its target scored"),
     )
     declared_metrics = {
         "anomaly_index": MetricInfo("lower", "", (0.0, None)),
         "trojan_probability": MetricInfo("lower", "probability", (0.0, 1.0)),
         "suspected_target": MetricInfo("neutral", "class", (-1.0, None)),
         "mask_l1@*": MetricInfo("neutral", "pixels", (0.0, None)),
+        "target_found": MetricInfo("higher", "", (0.0, 1.0)),
     }
 
     def metric_names(self, params: dict[str, Any]) -> list[str]:
-        return ["anomaly_index", "trojan_probability", "suspected_target", "mask_l1@*"]
+        known = ["target_found"] if params["trigger"] else []
+        return ["anomaly_index", "trojan_probability", "suspected_target", "mask_l1@*", *known]
+
+    def input_files(self, params: dict[str, Any]) -> list[str]:
+        return [params["trigger"]] if params["trigger"] else []
+
+    def validate_params(self, params: dict[str, Any]) -> list[str]:
+        if not params["trigger"]:
+            return []
+        try:
+            load_trigger(params["trigger"])
+        except AssayValueError as err:
+            return [f"the 'trigger' parameter: {err}"]
+        return []
 
     def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
         problems = []
@@ -105,7 +127,37 @@ class BackdoorScanCheck(Check):
                                                                strict=True)]
         galleries = [gallery("Reconstructed triggers (mask x pattern) per class", shown,
                              captions, columns=min(len(names), 10), bounds=(low, high))]
+        if params["trigger"]:
+            true = load_trigger(params["trigger"])
+            metrics["target_found"] = float(scan.suspected_target == true.target)
+            galleries.insert(0, _true_trigger_gallery(true, shown, names, data, (low, high)))
+            findings.append(_target_finding(true.target, scan.suspected_target, names))
         return CheckOutput(metrics, findings, [plot], galleries=galleries, details={
             "seconds_per_class": round(scan.seconds_per_class, 3),
             "trigger_success": [round(v, 4) for v in scan.success.tolist()],
             "flagged": [names[k] for k in scan.flagged], "median_mask_l1": median})
+
+
+def _true_trigger_gallery(true: BackdoorAttack, reconstructed, names: list[str], data: Dataset,
+                          bounds: tuple[float, float]):
+    """The true trigger (on a blank image and on a clean one) beside the reconstruction of
+    its target class."""
+    low, _ = bounds
+    blank = torch.full_like(data.x[:1], low).cpu()
+    images = torch.cat([true.apply_trigger(blank), true.apply_trigger(data.x[:1].cpu()),
+                        reconstructed[true.target:true.target + 1].cpu()])
+    captions = [f"true {true.name} trigger", f"on a clean image -> {names[true.target]}",
+                f"reconstructed for {names[true.target]}"]
+    return gallery("The true trigger beside the reconstruction of its target", images,
+                   captions, columns=3, bounds=bounds)
+
+
+def _target_finding(target: int, suspected: int, names: list[str]) -> Finding:
+    if suspected == target:
+        return Finding("info", "true_target_found",
+                       f"The scan suspects class {names[target]}, the true trigger's target.")
+    said = "no class" if suspected < 0 else f"class {names[suspected]}"
+    return Finding("warn", "true_target_missed", (
+        f"The true trigger sends inputs to class {names[target]}, but the scan suspects "
+        f"{said}: this backdoor evades Neural Cleanse here (a larger budget, 'steps', or "
+        "another scanner may find it)."))

@@ -12,10 +12,11 @@ model with :func:`assay.core.training.fit` on ``poisoned.data``.
 """
 
 from .badnets import BadNets
-from .base import POISONING_ATTACKS, BackdoorAttack, PoisonedData, PoisoningAttack
+from .base import (POISONING_ATTACKS, BackdoorAttack, PoisonedData, PoisoningAttack,
+                   load_trigger)
 from .blended import Blended
 from .label_flip import LabelFlip
 from .wanet import WaNet
 
 __all__ = ["BackdoorAttack", "BadNets", "Blended", "LabelFlip", "POISONING_ATTACKS",
-           "PoisonedData", "PoisoningAttack", "WaNet"]
+           "PoisonedData", "PoisoningAttack", "WaNet", "load_trigger"]

@@ -11,8 +11,10 @@ inputs; training a backdoored model is ``fit(net, poisoned.data, config)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import json
 from collections.abc import Callable
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
@@ -131,6 +133,43 @@ class BackdoorAttack(PoisoningAttack):
 
     def _stamp(self, x: Tensor, data: Dataset | None) -> Tensor:
         raise NotImplementedError
+
+
+TRIGGER_FILE_LIMIT = 1 << 20  # bytes: a trigger description is a few hundred
+
+
+def load_trigger(path: str | Path) -> BackdoorAttack:
+    """The backdoor a ``.trigger.json`` describes (``assay attack backdoor`` writes one
+    beside the model: ``{"attack": NAME, "settings": {...}, ...}``), rebuilt from its name
+    and settings, which are validated like any attack's. The file is untrusted: an
+    unreadable, oversized or malformed one is an ``AssayValueError`` naming it."""
+    where = f"the trigger file {path}"
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(TRIGGER_FILE_LIMIT + 1)
+    except OSError as err:
+        raise AssayValueError(f"{where} cannot be read ({err.strerror or err}). Fix: give the "
+                              "path of the .trigger.json that assay attack backdoor wrote."
+                              ) from None
+    if len(raw) > TRIGGER_FILE_LIMIT:
+        raise AssayValueError(f"{where} is larger than {TRIGGER_FILE_LIMIT} bytes; a trigger "
+                              "description is a small JSON object.")
+    try:
+        described = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AssayValueError(f"{where} is not JSON ({err}).") from None
+    names = [n for n in POISONING_ATTACKS if issubclass(POISONING_ATTACKS[n], BackdoorAttack)]
+    if not (isinstance(described, dict) and described.get("attack") in names
+            and isinstance(described.get("settings"), dict)):
+        raise AssayValueError(f"{where} must hold an object with 'attack' (one of {names}) and "
+                              "'settings' (the attack's settings).")
+    try:
+        attack = POISONING_ATTACKS[described["attack"]](**described["settings"])
+    except TypeError as err:  # a setting the attack does not have
+        raise AssayValueError(f"{where}: {err}.") from None
+    except AssayValueError as err:
+        raise AssayValueError(f"{where}: {err}") from None
+    return cast(BackdoorAttack, attack)
 
 
 def choose(eligible: Tensor, rate: float, n: int, seed: int, owner: str) -> Tensor:
