@@ -42,7 +42,7 @@ from ..core.training import TrainingRecipe, fit
 from ..defenses.backdoor import ActivationClustering, SpectralSignatures
 from ..defenses.backdoor.scan import LabelScan
 from ..errors import AssayValueError
-from ..results import HIGHER_FRACTION, LOWER_FRACTION
+from ..results import HIGHER_FRACTION, LOWER_FRACTION, MAX_GALLERY_IMAGES
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
 BACKDOORS = ("badnets", "blended", "wanet")
@@ -233,16 +233,18 @@ def _decode_cell(raw: Any, defenses: list[str], retrain: bool) -> dict[str, Any]
 
 def _trigger_gallery(attacks: list[str], target: int, seed: int, test: Dataset,
                      bounds: tuple[float, float]):
-    """Each attack's trigger on the first test images: clean above, triggered below."""
-    x = test.x[:TRIGGER_SAMPLES].cpu()
-    rows, captions = [], []
+    """A row per attack: the first test images, each beside its triggered copy (as many
+    as the report's gallery cap leaves room for)."""
+    samples = max(1, min(TRIGGER_SAMPLES, MAX_GALLERY_IMAGES // (2 * len(attacks))))
+    x = test.x[:samples].cpu()
+    images, captions = [], []
     for name in attacks:
         triggered = _attack(name, 0.1, target, seed).apply_trigger(x)
-        rows += [x, triggered]
-        captions += [f"clean {int(c)}" for c in test.y[:TRIGGER_SAMPLES]]
-        captions += [f"{name} -> {target}"] * len(x)
-    return gallery("Each attack's trigger (clean above, triggered below)", torch.cat(rows),
-                   captions, columns=len(x), bounds=bounds)
+        for index in range(len(x)):
+            images += [x[index], triggered[index]]
+            captions += [f"clean {int(test.y[index])}", f"{name} -> {target}"]
+    return gallery("Each attack's trigger (each test image beside its triggered copy)",
+                   torch.stack(images), captions, columns=2 * len(x), bounds=bounds)
 
 
 def _findings(metrics: dict[str, float], params: dict[str, Any]) -> list[Finding]:
@@ -255,9 +257,15 @@ def _findings(metrics: dict[str, float], params: dict[str, Any]) -> list[Finding
                 f"The pipeline learns the {attack} backdoor from {lowest:.2%} poisoned training "
                 f"samples: {asr:.1%} of triggered test inputs go to class {params['target']}. "
                 "Vet the training data's sources, or train with a data-side defense.")))
-    best = max(((metrics[k], k.split(":")[-1]) for k in metrics if k.startswith("tpr@")),
-               default=None)
-    if best is not None:
+    # the best detection at the largest rate: the poison a defense most needs to catch
+    top = f"{rate_label(max(params['rates']))}"
+    cells = [(metrics[f"tpr@{attack}:{top}:{d}"] - metrics[f"fpr@{attack}:{top}:{d}"],
+              attack, d) for attack in params["attacks"] for d in params["defenses"]]
+    if cells:
+        _, attack, defense = max(cells)
+        tpr, fpr = (metrics[f"{m}@{attack}:{top}:{defense}"] for m in ("tpr", "fpr"))
         findings.append(Finding("info", "best_detector", (
-            f"The best detection of poison was {best[1]}'s, with a TPR of {best[0]:.1%}.")))
+            f"At the largest rate ({max(params['rates']):g}), {defense} caught the most "
+            f"{attack} poison for the clean samples it flagged: TPR {tpr:.1%} at FPR "
+            f"{fpr:.1%}.")))
     return findings
