@@ -80,7 +80,7 @@ class DirectoryCache:
     the output makes them redundant)."""
 
     def __init__(self, directory: str | Path, *, keep_pieces: bool = False) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).absolute()  # workers elsewhere may have another cwd
         self.keep_pieces = keep_pieces
 
     def _path(self, key: str) -> Path:

@@ -27,6 +27,7 @@ for each attack (and after each defense's removal) and shows each trigger on tes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -170,7 +171,8 @@ class PoisoningResilienceCheck(Check):
 
 
 def _attack(name: str, rate: float, target: int, seed: int) -> BackdoorAttack:
-    return cast(BackdoorAttack, POISONING_ATTACKS[name](target=target, rate=rate, seed=seed))
+    backdoor = cast(Callable[..., BackdoorAttack], POISONING_ATTACKS[name])  # BACKDOORS only
+    return backdoor(target=target, rate=rate, seed=seed)
 
 
 def _trained(recipe: TrainingRecipe, data: Dataset, like: ModelWrapper) -> ModelWrapper:
