@@ -4,6 +4,7 @@ model and passes on a clean one trained by the same recipe."""
 import json
 
 import pytest
+import torch
 
 from assay.attacks.poisoning import BadNets
 from assay.audit.plan import plan_from_dict
@@ -148,3 +149,21 @@ def test_a_bad_trigger_file_is_refused_when_the_plan_is_read(tmp_path, content, 
         plan_from_dict({"checks": [{"name": "backdoor_scan",
                                     "params": {"trigger": str(trigger)}}]})
     assert expected in str(err.value) and str(trigger) in str(err.value)
+
+
+def test_class_groups_find_the_triggers_of_one_search(models):
+    from assay.defenses.backdoor import NeuralCleanse
+
+    data = load_digits("test").subset(200)
+    scanner = NeuralCleanse(steps=60, batch_size=16, seed=1)
+    whole = scanner.scan(models["trojaned"], data)
+    grouped = scanner.scan(models["trojaned"], data, groups=3)
+    assert torch.allclose(grouped.masks, whole.masks, atol=1e-4)
+    assert torch.allclose(grouped.patterns, whole.patterns, atol=1e-4)
+    assert torch.equal(grouped.success, whole.success)
+    # through the check, each group a piece of the audit's executor
+    plan = plan_from_dict({"checks": [{"name": "backdoor_scan", "params": {
+        "steps": 60, "batch_size": 16, "n": 200, "class_groups": 4}}], "seed": 1})
+    model = ModelWrapper(models["trojaned"], num_classes=10, input_shape=(1, 8, 8))
+    check = run_audit(model, data, plan, progress=False).checks[0]
+    assert check.metrics["anomaly_index"] == pytest.approx(whole.anomaly_index, abs=1e-3)

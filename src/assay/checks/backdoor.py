@@ -52,6 +52,9 @@ class BackdoorScanCheck(Check):
         Param("batch_size", "int", 32, "clean images per class per step", low=1),
         Param("threshold", "float", 2.0, "the anomaly index that flags a class", low=0.1),
         Param("n", "int", 500, "clean images the triggers are fitted on", low=20),
+        Param("class_groups", "int", 1, "search the classes' triggers in this many groups, "
+              "each a piece the audit's executor may run elsewhere (the same draws: the "
+              "same triggers up to float rounding)", low=1),
         Param("trigger", "str", None, "the .trigger.json that assay attack backdoor wrote "
               "beside the model, when the true trigger is known (an exercise, a red-team "
               "model): shown beside the reconstructions, its target scored"),
@@ -94,7 +97,14 @@ class BackdoorScanCheck(Check):
         data = ctx.data.subset(params["n"])
         scanner = NeuralCleanse(steps=params["steps"], batch_size=params["batch_size"],
                                 threshold=params["threshold"], seed=ctx.seed)
-        scan = scanner.scan(ctx.model, data)
+        def in_pieces(search, groups: list[list[int]]) -> list[Any]:
+            return ctx.map(lambda classes: ctx.piece(
+                f"classes {classes[0]}..{classes[-1]}", lambda: search(classes),
+                encode=lambda found: dict(zip(_SEARCH_FIELDS, found, strict=True)),
+                decode=lambda raw: _search_from_piece(raw, len(classes), data)), groups)
+
+        scan = scanner.scan(ctx.model, data, groups=params["class_groups"],
+                            map_groups=in_pieces)
         names = [data.classes[k] if k < len(data.classes) else str(k)
                  for k in range(len(scan.l1))]
         probability = trojan_probability(scan.anomaly_index, params["threshold"])
@@ -161,3 +171,17 @@ def _target_finding(target: int, suspected: int, names: list[str]) -> Finding:
         f"The true trigger sends inputs to class {names[target]}, but the scan suspects "
         f"{said}: this backdoor evades Neural Cleanse here (a larger budget, 'steps', or "
         "another scanner may find it)."))
+
+
+_SEARCH_FIELDS = ("masks", "patterns", "success")
+
+
+def _search_from_piece(raw: dict[str, Any], classes: int,
+                       data: Dataset) -> tuple[torch.Tensor, ...]:
+    """A stored group's triggers; ValueError when a tensor has the wrong shape."""
+    channels, height, width = data.input_shape
+    shapes = {"masks": (classes, height, width), "patterns": (classes, channels, height, width),
+              "success": (classes,)}
+    if set(raw) != set(shapes) or any(tuple(raw[k].shape) != shape for k, shape in shapes.items()):
+        raise ValueError(f"a trigger search piece must hold tensors of shapes {shapes}")
+    return tuple(raw[k].float() for k in _SEARCH_FIELDS)

@@ -15,13 +15,17 @@ norms; a class below the median with an index above ``threshold`` (2) is flagged
 
 All classes are searched at once: each step stacks the K masked copies of a batch into
 one forward pass of K x batch inputs, so a 10-class model costs ten times a batch, not ten
-sequential searches.
+sequential searches. The classes can also be searched in groups (``scan(groups=...)``),
+which an audit's executor runs side by side: a group draws what a search of all classes
+would, so the triggers do not depend on the grouping beyond float rounding.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -90,22 +94,27 @@ class NeuralCleanse(Configured):
         self.threshold: float = self._validated("threshold", threshold)
         self.seed: int = self._validated("seed", seed)
 
-    def scan(self, model: nn.Module, clean: Dataset) -> TriggerScan:
-        """Search a trigger for every class of ``model`` on the ``clean`` images."""
+    def scan(self, model: nn.Module, clean: Dataset, *, groups: int = 1,
+             map_groups: Callable[[Callable[[list[int]], Any], list[list[int]]], list[Any]]
+             | None = None) -> TriggerScan:
+        """Search a trigger for every class of ``model`` on the ``clean`` images.
+
+        ``groups`` splits the classes into that many groups of consecutive classes, each
+        searched by :meth:`search` (the same draws as one search of all, so the same
+        triggers up to float rounding); ``map_groups(fn, groups)`` runs them (an audit's
+        ``CheckContext.map``: side by side on another executor), default one after another."""
         if clean.x.ndim != 4:
             raise AssayValueError(f"Neural Cleanse reverse-engineers image triggers; "
                                   f"{clean.label} has inputs of shape {tuple(clean.input_shape)}.")
-        device = model_device(model)
-        x_all = clean.x.to(device)
-        with eval_mode(model), torch.no_grad():
-            classes = model(x_all[:1]).shape[1]
-        if classes < 3:
-            raise AssayValueError("Neural Cleanse compares the triggers of the classes; a "
-                                  f"model of {classes} classes gives no median to compare with.")
+        classes = self.class_count(model, clean)
+        parts = [list(map(int, part)) for part in torch.arange(classes).tensor_split(
+            max(1, min(groups, classes))) if len(part)]
+        run = map_groups or (lambda fn, items: [fn(item) for item in items])
         started = time.perf_counter()
-        with eval_mode(model):
-            masks, patterns, success = self._search(model, x_all, classes, device)
+        found = run(lambda part: self.search(model, clean, part, classes), parts)
         seconds = time.perf_counter() - started
+        masks, patterns, success = (torch.cat([f[i].to(found[0][0].device) for f in found])
+                                    for i in range(3))
         l1 = masks.flatten(1).sum(1)
         median = l1.median()
         mad = (l1 - median).abs().median()
@@ -115,17 +124,39 @@ class NeuralCleanse(Configured):
         return TriggerScan(masks.cpu(), patterns.cpu(), l1.cpu(), success.cpu(), anomaly.cpu(),
                            float(anomaly.max()), flagged, target, seconds / classes)
 
-    def _search(self, model: nn.Module, x_all: Tensor, classes: int, device: torch.device
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    @staticmethod
+    def class_count(model: nn.Module, clean: Dataset) -> int:
+        """The model's class count; refused below 3 (no median to compare with)."""
+        with eval_mode(model), torch.no_grad():
+            classes = int(model(clean.x[:1].to(model_device(model))).shape[1])
+        if classes < 3:
+            raise AssayValueError("Neural Cleanse compares the triggers of the classes; a "
+                                  f"model of {classes} classes gives no median to compare with.")
+        return classes
+
+    def search(self, model: nn.Module, clean: Dataset, classes: Sequence[int],
+               num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The masks [k, H, W], patterns [k, C, H, W] and success rates [k] of the triggers
+        of ``classes`` (of the model's ``num_classes``), drawn as in one search of all."""
+        device = model_device(model)
+        with eval_mode(model):
+            return self._search(model, clean.x.to(device), list(classes), num_classes, device)
+
+    def _search(self, model: nn.Module, x_all: Tensor, wanted: list[int], num_classes: int,
+                device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         channels, height, width = x_all.shape[1:]
         gen = seeded_generator(self.seed)
-        mask_logit = (torch.rand(classes, 1, height, width, generator=gen) * 2 - 1).to(device)
-        pattern_logit = (torch.rand(classes, channels, height, width, generator=gen) * 2 - 1
-                         ).to(device)
+        # every class's initial mask is drawn, so a group's are those of a search of all
+        rows = torch.tensor(wanted)
+        mask_logit = (torch.rand(num_classes, 1, height, width, generator=gen) * 2 - 1
+                      )[rows].to(device)
+        pattern_logit = (torch.rand(num_classes, channels, height, width, generator=gen) * 2
+                         - 1)[rows].to(device)
+        classes = len(wanted)
         mask_logit.requires_grad_(True)
         pattern_logit.requires_grad_(True)
         optimizer = torch.optim.Adam([mask_logit, pattern_logit], lr=self.lr, betas=(0.5, 0.9))
-        targets = torch.arange(classes, device=device).repeat_interleave(self.batch_size)
+        targets = rows.to(device).repeat_interleave(self.batch_size)
         cost = torch.zeros(classes, device=device)
         started = torch.zeros(classes, dtype=torch.bool, device=device)
         up = torch.zeros(classes, device=device)
