@@ -211,3 +211,40 @@ def test_fine_pruning_keeps_accuracy_and_the_architecture(trojaned_digits):
     assert ca >= _ca_asr(net, attack, load_digits("test"))[0] - 0.05
     with pytest.raises(AssayValueError, match="no nn.Conv2d"):
         fine_prune(_features_model(4, 3), rest, held)
+
+
+def test_anp_prunes_only_low_masks_and_keeps_the_function_of_the_rest(trojaned_digits):
+    import copy
+
+    from assay.defenses.backdoor.removal import adversarial_neuron_prune
+
+    net, attack, train = trojaned_digits
+    test = load_digits("test")
+    clean = train.subset(200)
+    # threshold 0: no mask ends below it, so nothing changes, whatever was learnt
+    same = copy.deepcopy(net)
+    with using_threads(1):
+        removal = adversarial_neuron_prune(same, clean, iterations=20, threshold=0.0)
+    assert removal.pruned_channels == () and removal.channels == 16 + 32 + 100
+    for (name, a), b in zip(net.state_dict().items(), same.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert all(p.requires_grad for p in same.parameters())  # the weights were only frozen
+    # no perturbation and the natural loss only: masks barely move from 1, nothing pruned
+    calm = copy.deepcopy(net)
+    with using_threads(1):
+        assert adversarial_neuron_prune(calm, clean, iterations=20, eps=0.0, alpha=1.0,
+                                        lr=1e-3).pruned_channels == ()
+    # the defaults on the trojaned model: pruned neurons have zero weights, accuracy holds
+    pruned = copy.deepcopy(net)
+    with using_threads(1):
+        removal = adversarial_neuron_prune(pruned, clean, iterations=300)
+    assert pruned.state_dict().keys() == net.state_dict().keys()
+    layers = [m for m in pruned.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]
+    assert sum(removal.pruned_per_layer) == len(removal.pruned_channels) > 0
+    for layer, count in zip(layers, removal.pruned_per_layer):
+        assert int((layer.weight.flatten(1).abs().sum(1) == 0).sum()) >= count
+    assert _ca_asr(pruned, attack, test)[0] >= _ca_asr(net, attack, test)[0] - 0.05
+    with pytest.raises(AssayValueError, match="'eps'"):
+        adversarial_neuron_prune(copy.deepcopy(net), clean, eps=1.5)
+    with pytest.raises(AssayValueError, match="hidden"):
+        adversarial_neuron_prune(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), clean)

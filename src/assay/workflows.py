@@ -198,21 +198,23 @@ class BackdoorRemoval:
     seeded fifth of the data, the model is fine-tuned on the rest with it stamped on 20%
     of the inputs, labels kept) or "fine_pruning" (the last convolution's least active
     channels pruned while accuracy on that fifth stays within 4 points, then fine-tuning
-    on the rest)."""
+    on the rest) or "anp" (Adversarial Neuron Pruning's masks learnt on the data, the
+    neurons below 0.2 pruned, no fine-tuning)."""
 
-    method: Literal["nc_unlearn", "fine_pruning"] = "nc_unlearn"
+    method: Literal["nc_unlearn", "fine_pruning", "anp"] = "nc_unlearn"
 
     name = "backdoor"
 
     def __post_init__(self) -> None:
         from ._params import check_choice
 
-        check_choice("method", self.method, ("nc_unlearn", "fine_pruning"), "BackdoorRemoval")
+        check_choice("method", self.method, ("nc_unlearn", "fine_pruning", "anp"),
+                     "BackdoorRemoval")
 
     @property
     def label(self) -> str:
-        return ("Neural Cleanse unlearning" if self.method == "nc_unlearn"
-                else "Fine-Pruning")
+        return {"nc_unlearn": "Neural Cleanse unlearning", "fine_pruning": "Fine-Pruning",
+                "anp": "Adversarial Neuron Pruning"}[self.method]
 
     def default_plan(self) -> dict[str, Any]:
         return {"checks": [{"name": "accuracy"}, {"name": "backdoor_scan"}]}
@@ -220,8 +222,14 @@ class BackdoorRemoval:
     def train(self, model: ModelWrapper, data: Dataset, config: TrainConfig, *,
               show_progress: bool) -> None:
         from .defenses.backdoor import NeuralCleanse
-        from .defenses.backdoor.removal import fine_prune, unlearn
+        from .defenses.backdoor.removal import adversarial_neuron_prune, fine_prune, unlearn
 
+        if self.method == "anp":
+            removal = adversarial_neuron_prune(model, data, seed=config.seed,
+                                               batch_size=config.batch_size)
+            log.info("pruned %d of %d neurons (per layer: %s)", len(removal.pruned_channels),
+                     removal.channels, removal.pruned_per_layer)
+            return
         held, rest = data.split_off(0.2, seed=config.seed)
         if self.method == "nc_unlearn":
             scan = NeuralCleanse(seed=config.seed).scan(model, held)

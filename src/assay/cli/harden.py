@@ -91,12 +91,14 @@ def add_harden_parser(commands) -> None:
                          "tighter), both by Google's dp-accounting (default: %(default)s)")
     backdoor = methods.add_parser("backdoor", help="remove a backdoor with clean data "
                                                    "(Neural Cleanse unlearning, Fine-Pruning)")
-    backdoor.add_argument("--method", choices=("nc-unlearn", "fine-pruning"),
+    backdoor.add_argument("--method", choices=("nc-unlearn", "fine-pruning", "anp"),
                           default="nc-unlearn",
                           help="nc-unlearn (Wang et al. 2019: fine-tune with the trigger "
-                               "Neural Cleanse reconstructs, labels kept) or fine-pruning (Liu "
+                               "Neural Cleanse reconstructs, labels kept), fine-pruning (Liu "
                                "et al. 2018: prune the last convolution's dormant channels, "
-                               "then fine-tune) (default: %(default)s)")
+                               "then fine-tune) or anp (Wu & Wang 2021: prune the neurons "
+                               "that adversarial neuron perturbations expose, no fine-tuning; "
+                               "--epochs is not used) (default: %(default)s)")
     for sub in (adversarial, smoothing, fairness, dp, backdoor):
         _common(sub)
         sub.add_argument("--report", type=Path,
