@@ -162,8 +162,7 @@ def adversarial_neuron_prune(model: nn.Module, clean: Dataset, *, eps: float = 0
     batch_size = check_int("batch_size", batch_size, owner, low=1)
     layers = _hidden_layers(model)
     device = model_device(model)
-    masks = [torch.ones(layer.out_features if isinstance(layer, nn.Linear)
-                        else layer.out_channels, device=device, requires_grad=True)
+    masks = [torch.ones(layer.weight.shape[0], device=device, requires_grad=True)
              for layer in layers]
     noise = [torch.zeros_like(m, requires_grad=True) for m in masks]
     noise_bias = [torch.zeros_like(m, requires_grad=True) for m in masks]
@@ -230,10 +229,11 @@ def adversarial_neuron_prune(model: nn.Module, clean: Dataset, *, eps: float = 0
                    channels=total, pruned_per_layer=tuple(len(p) for p in pruned))
 
 
-def _hidden_layers(model: nn.Module) -> list[nn.Module]:
+def _hidden_layers(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
     """The convolutions and linear layers whose outputs are neurons: all but the last
     linear layer, whose outputs are the classes."""
-    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    layers: list[nn.Conv2d | nn.Linear] = [
+        m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     if layers and isinstance(layers[-1], nn.Linear):
         layers = layers[:-1]
     if not layers:
