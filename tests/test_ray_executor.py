@@ -218,3 +218,13 @@ def test_bad_executor_flags_are_exit_2_naming_the_flag(argv, flag, capsys, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and flag in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_of_another_version_refuses_to_compute():
+    from assay.audit import ray_executor
+
+    session = ray_executor._Session(run_id="other", payload=None, device="cpu", num_cpus=1,
+                                    num_gpus=0, max_retries=0)
+    session.versions = {"assay": "0.0.0", "torch": "1.0"}  # what a driver elsewhere runs
+    with pytest.raises(RuntimeError, match="same versions on every node"):
+        ray_executor._inputs(session)

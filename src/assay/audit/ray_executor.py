@@ -206,6 +206,7 @@ class _Session:
                  num_gpus: float, max_retries: int) -> None:
         self.run_id = run_id
         self.payload = [payload]  # in a list: Ray hands a top-level reference over resolved
+        self.versions = _versions()  # the driver's: the cache keys hold them
         self.device = device
         self.num_cpus, self.num_gpus, self.max_retries = num_cpus, num_gpus, max_retries
 
@@ -260,6 +261,9 @@ _WORKER: dict[str, Any] = {}  # this worker process's rebuilt inputs: one audit'
 def _inputs(session: _Session) -> AuditInputs:
     """The audit's inputs in this process, rebuilt from the payload on first use."""
     if _WORKER.get("run_id") != session.run_id:
+        if _versions() != session.versions:  # another version would compute other numbers
+            raise RuntimeError(f"this Ray worker runs {_versions()} but the driver "
+                               f"{session.versions}: install the same versions on every node")
         ray = _ray()
         device = session.device
         if device == "cuda" and not torch.cuda.is_available():
@@ -269,6 +273,12 @@ def _inputs(session: _Session) -> AuditInputs:
         _WORKER.update(run_id=session.run_id,
                        inputs=AuditInputs.from_payload(ray.get(session.payload[0]), device))
     return _WORKER["inputs"]
+
+
+def _versions() -> dict[str, str]:
+    from .._version import __version__
+
+    return {"assay": __version__, "torch": torch.__version__}
 
 
 def _worker_executor(session: _Session) -> RayExecutor:
