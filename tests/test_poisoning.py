@@ -120,3 +120,33 @@ def test_every_registered_attack_refuses_its_invalid_settings():
             for bad in constraint.invalid_examples():
                 with pytest.raises(AssayValueError, match=f"'{param}'"):
                     cls(**{param: bad})
+
+
+def test_label_consistent_changes_only_target_images_within_eps_and_keeps_labels(digits_train):
+    from assay.attacks.poisoning import LabelConsistent
+
+    attack = LabelConsistent(target=3, rate=0.05, eps=0.1, steps=5, surrogate_epochs=1)
+    poisoned = attack.poison(digits_train)
+    assert torch.equal(poisoned.data.y, digits_train.y)  # labels consistent
+    assert len(poisoned.poisoned) == round(0.05 * len(digits_train))
+    assert bool((digits_train.y[poisoned.poisoned] == 3).all())
+    assert torch.equal(poisoned.original_labels, digits_train.y[poisoned.poisoned])
+    changed = (poisoned.data.x != digits_train.x).flatten(1).any(1)
+    assert set(torch.nonzero(changed).flatten().tolist()) <= set(poisoned.poisoned.tolist())
+    # off the four 3x3 corners every pixel moved by at most eps, and stayed in [0, 1]
+    delta = (poisoned.data.x - digits_train.x)[poisoned.poisoned]
+    inner = torch.ones(8, 8, dtype=torch.bool)
+    for top in (0, 5):
+        for left in (0, 5):
+            inner[top:top + 3, left:left + 3] = False
+    assert float(delta[..., inner].abs().max()) <= 0.1 + 1e-6
+    assert float(poisoned.data.x.min()) >= 0 and float(poisoned.data.x.max()) <= 1
+    # the test-time trigger sets each corner to the checkerboard
+    stamped = attack.apply_trigger(digits_train.x[:2])
+    assert float(stamped[..., 0, 0].min()) == 1.0 and float(stamped[..., 0, 1].max()) == 0.0
+    # a reduced amplitude moves the corners only part of the way
+    faint = LabelConsistent(target=3, rate=0.05, steps=0, amplitude=0.25).poison(digits_train)
+    corner = (faint.data.x - digits_train.x)[faint.poisoned][..., :3, :3]
+    assert float(corner.abs().max()) <= 0.25 + 1e-6
+    with pytest.raises(AssayValueError, match="only .* can be changed"):
+        LabelConsistent(target=3, rate=0.5).poison(digits_train)

@@ -4,9 +4,9 @@ poisoned data, and do the data-side defenses catch the poison?
 The pipeline is the audit's training recipe (the plan's ``[training]`` table) on its
 training data (``--train-data``); the audited model only lends its normalisation and
 bounds. For each backdoor attack of ``attacks`` (:data:`assay.attacks.poisoning.
-POISONING_ATTACKS`: BadNets, Blended, WaNet, at their papers' settings, all-to-one to
-``target``) and each poisoning rate of ``rates``, one model is trained by the recipe on
-the poisoned training data, and on the first ``n`` evaluation samples:
+POISONING_ATTACKS`: BadNets, Blended, WaNet, label-consistent, at their papers' settings,
+all-to-one to ``target``) and each poisoning rate of ``rates``, one model is trained by
+the recipe on the poisoned training data, and on the first ``n`` evaluation samples:
 
 - ``asr@ATTACK:rate=R``: the attack success rate, the share of triggered inputs (of the
   classes other than the target) classified as the target;
@@ -46,7 +46,7 @@ from ..errors import AssayValueError
 from ..results import HIGHER_FRACTION, LOWER_FRACTION, MAX_GALLERY_IMAGES
 from .base import Check, CheckContext, CheckOutput, Finding, Param, Plot, register
 
-BACKDOORS = ("badnets", "blended", "wanet")
+BACKDOORS = ("badnets", "blended", "wanet", "label_consistent")
 DEFENSES = {"spectral_signatures": SpectralSignatures,
             "activation_clustering": ActivationClustering}
 LEARNT = 0.5  # an ASR from which the backdoor counts as learnt (a finding)

@@ -18,7 +18,7 @@ from ..errors import AssayValueError
 
 log = logging.getLogger("assay")
 
-ATTACK_NAMES = ("badnets", "blended", "wanet", "label_flip")
+ATTACK_NAMES = ("badnets", "blended", "wanet", "label_flip", "label_consistent")
 
 
 def add_parser(commands) -> None:

@@ -9,14 +9,17 @@ model with :func:`assay.core.training.fit` on ``poisoned.data``.
 | blended    | a noise pattern blended at alpha (Chen et al. 2017)                      |
 | wanet      | a smooth warp, with its noise mode (Nguyen & Tran 2021)                  |
 | label_flip | labels changed at random or from one class to another                   |
+| label_consistent | target-class images made hard by PGD, then stamped; labels kept (Turner |
+|            | et al. 2019)                                                             |
 """
 
 from .badnets import BadNets
 from .base import (POISONING_ATTACKS, BackdoorAttack, PoisonedData, PoisoningAttack,
                    load_trigger)
 from .blended import Blended
+from .label_consistent import LabelConsistent
 from .label_flip import LabelFlip
 from .wanet import WaNet
 
-__all__ = ["BackdoorAttack", "BadNets", "Blended", "LabelFlip", "POISONING_ATTACKS",
-           "PoisonedData", "PoisoningAttack", "WaNet", "load_trigger"]
+__all__ = ["BackdoorAttack", "BadNets", "Blended", "LabelConsistent", "LabelFlip",
+           "POISONING_ATTACKS", "PoisonedData", "PoisoningAttack", "WaNet", "load_trigger"]

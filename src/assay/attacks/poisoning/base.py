@@ -63,7 +63,8 @@ class PoisonedData:
 
 POISONING_ATTACKS: Registry[type[PoisoningAttack]] = Registry(
     "poisoning attack", group="assay.poisoning_attacks",
-    builtins=[f"{__package__}.{m}" for m in ("badnets", "blended", "wanet", "label_flip")])
+    builtins=[f"{__package__}.{m}" for m in ("badnets", "blended", "wanet", "label_flip",
+                                             "label_consistent")])
 
 
 class PoisoningAttack(Configured):
@@ -230,3 +231,11 @@ def copy_with_labels(data: Dataset, y: Tensor, chosen: Tensor, originals: Tensor
                      attack: PoisoningAttack, target: int | None) -> PoisonedData:
     """A copy of ``data`` with new labels ``y`` (label-flipping attacks)."""
     return _copy(data, data.x, y, chosen, originals, attack, target)
+
+
+def copy_with_images(data: Dataset, x: Tensor, chosen: Tensor,
+                     attack: BackdoorAttack) -> PoisonedData:
+    """A copy of ``data`` with new inputs ``x`` at ``chosen`` and every label kept
+    (clean-label attacks): ``poisoned`` are the changed samples, their labels unchanged."""
+    return _copy(data, x, data.y.clone(), chosen, data.y[chosen.to(data.y.device)].clone(),
+                 attack, attack.target)
