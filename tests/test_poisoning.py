@@ -150,3 +150,35 @@ def test_label_consistent_changes_only_target_images_within_eps_and_keeps_labels
     assert float(corner.abs().max()) <= 0.25 + 1e-6
     with pytest.raises(AssayValueError, match="only .* can be changed"):
         LabelConsistent(target=3, rate=0.5).poison(digits_train)
+
+
+def test_feature_collision_moves_poisons_onto_the_target_in_feature_space(digits_train):
+    from assay.attacks.poisoning import FeatureCollision
+    from assay.attacks.poisoning.feature_collision import penultimate
+    from assay.core import zoo
+    from assay.core.training import TrainConfig, fit
+
+    net = zoo.build("small_cnn", input_shape=(1, 8, 8), num_classes=10, seed=0)
+    fit(net, digits_train, TrainConfig(epochs=3, lr=3e-3), show_progress=False)
+    net.eval()
+    target_x = digits_train.x[int(torch.nonzero(digits_train.y == 7)[0])]
+    attack = FeatureCollision(base_class=1, rate=0.01, steps=60)
+    poisoned = attack.poison(digits_train, target_x=target_x, model=net)
+    assert torch.equal(poisoned.data.y, digits_train.y)  # clean-label
+    assert len(poisoned.poisoned) == round(0.01 * len(digits_train))
+    assert bool((digits_train.y[poisoned.poisoned] == 1).all())
+    with torch.no_grad():
+        goal = penultimate(net, target_x[None])
+        before = (penultimate(net, digits_train.x[poisoned.poisoned]) - goal).norm(dim=1)
+        after = (penultimate(net, poisoned.data.x[poisoned.poisoned]) - goal).norm(dim=1)
+    assert bool((after < before / 3).all()), (before, after)
+    x = poisoned.data.x[poisoned.poisoned]
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    # a huge beta pins each poison to its base image (the proximal step's closed form)
+    pinned = FeatureCollision(base_class=1, rate=0.01, steps=5, beta=1e6).craft(
+        net, digits_train.x[poisoned.poisoned], target_x)
+    assert float((pinned - digits_train.x[poisoned.poisoned]).abs().max()) < 1e-3
+    with pytest.raises(AssayValueError, match="needs target_x"):
+        attack.poison(digits_train)
+    with pytest.raises(AssayValueError, match="shape"):
+        attack.poison(digits_train, target_x=torch.rand(1, 4, 4), model=net)

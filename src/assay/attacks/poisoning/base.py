@@ -64,7 +64,7 @@ class PoisonedData:
 POISONING_ATTACKS: Registry[type[PoisoningAttack]] = Registry(
     "poisoning attack", group="assay.poisoning_attacks",
     builtins=[f"{__package__}.{m}" for m in ("badnets", "blended", "wanet", "label_flip",
-                                             "label_consistent")])
+                                             "label_consistent", "feature_collision")])
 
 
 class PoisoningAttack(Configured):
@@ -233,9 +233,9 @@ def copy_with_labels(data: Dataset, y: Tensor, chosen: Tensor, originals: Tensor
     return _copy(data, data.x, y, chosen, originals, attack, target)
 
 
-def copy_with_images(data: Dataset, x: Tensor, chosen: Tensor,
-                     attack: BackdoorAttack) -> PoisonedData:
+def copy_with_images(data: Dataset, x: Tensor, chosen: Tensor, attack: PoisoningAttack,
+                     target: int | None) -> PoisonedData:
     """A copy of ``data`` with new inputs ``x`` at ``chosen`` and every label kept
     (clean-label attacks): ``poisoned`` are the changed samples, their labels unchanged."""
     return _copy(data, x, data.y.clone(), chosen, data.y[chosen.to(data.y.device)].clone(),
-                 attack, attack.target)
+                 attack, target)

@@ -94,7 +94,7 @@ class LabelConsistent(BackdoorAttack):
             attack = PGD(eps=self.eps, steps=self.steps, early_stop=False, seed=self.seed)
             hard = attack.run(model, hard, data.y[index].to(hard.device)).x_adv.detach()
         x[index] = self._corners(hard, self.amplitude)
-        return copy_with_images(data, x, chosen, self)
+        return copy_with_images(data, x, chosen, self, self.target)
 
     def _surrogate(self, data: Dataset) -> nn.Module:
         net = zoo.build("small_cnn", input_shape=data.input_shape,
