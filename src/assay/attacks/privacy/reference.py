@@ -22,11 +22,12 @@ from ...core.data import Dataset
 from ...core.inference import batched_logits
 from ...core.model import ModelWrapper
 from ...core.rng import seeded_generator
-from ...core.training import TrainingRecipe, fit
+from ...core.training import IndexedLoss, LossFn, TrainingRecipe, cross_entropy_loss, fit
 from ...errors import AssayValueError
 from .scores import Query, query_scores
 
-__all__ = ["membership_matrix", "reference_scores", "reference_seed", "train_reference"]
+__all__ = ["membership_matrix", "recipe_model", "reference_scores", "reference_seed",
+           "train_reference"]
 
 
 def membership_matrix(models: int, samples: int, seed: int) -> Tensor:
@@ -50,20 +51,31 @@ def reference_seed(seed: int, index: int) -> int:
     return seed * 1009 + index + 1
 
 
-def train_reference(recipe: TrainingRecipe, pool: Dataset, keep: Tensor, like: ModelWrapper,
-                    *, seed: int) -> ModelWrapper:
-    """A reference model: ``recipe``'s architecture, wrapped with the normalisation and
-    bounds of the target ``like``, trained through :func:`fit` with ``recipe``'s settings
-    (its seed replaced by ``seed``) on the samples of ``pool`` where ``keep`` is True."""
-    net = zoo.build(recipe.arch, input_shape=pool.input_shape, num_classes=like.num_classes,
-                    seed=seed, schema=pool.schema)
+def recipe_model(recipe: TrainingRecipe, data: Dataset, like: ModelWrapper, *, seed: int,
+                 name: str) -> ModelWrapper:
+    """An untrained network of ``recipe``'s architecture for ``data`` (weights seeded by
+    ``seed``), wrapped with the classes, normalisation and bounds of ``like``, on its
+    device."""
+    net = zoo.build(recipe.arch, input_shape=data.input_shape, num_classes=like.num_classes,
+                    seed=seed, schema=data.schema)
     mean = None if like.mean is None else like.mean.flatten().tolist()
     std = None if like.std is None else like.std.flatten().tolist()
-    model = ModelWrapper(net, num_classes=like.num_classes, input_shape=like.input_shape,
-                         bounds=like.bounds, mean=mean, std=std,
-                         name=f"reference {seed}").to(like.device)
+    return ModelWrapper(net, num_classes=like.num_classes, input_shape=like.input_shape,
+                        bounds=like.bounds, mean=mean, std=std, name=name).to(like.device)
+
+
+def train_reference(recipe: TrainingRecipe, pool: Dataset, keep: Tensor, like: ModelWrapper,
+                    *, seed: int,
+                    loss_fn: LossFn | IndexedLoss = cross_entropy_loss) -> ModelWrapper:
+    """A reference model: ``recipe``'s architecture, wrapped with the normalisation and
+    bounds of the target ``like``, trained through :func:`fit` with ``recipe``'s settings
+    (its seed replaced by ``seed``) on the samples of ``pool`` where ``keep`` is True, on
+    ``loss_fn`` (an :class:`IndexedLoss` sees indices into those samples; model
+    extraction trains its copies on the victim's probabilities so)."""
+    model = recipe_model(recipe, pool, like, seed=seed, name=f"reference {seed}")
     train = pool.take(torch.nonzero(keep).flatten())
-    fit(model, train, dataclasses.replace(recipe.config, seed=seed), show_progress=False)
+    fit(model, train, dataclasses.replace(recipe.config, seed=seed), loss_fn=loss_fn,
+        show_progress=False)
     return model
 
 
