@@ -21,21 +21,24 @@ al. 2022), max-sensitivity (Yeh et al. 2019; radius 0.02, 10 draws; Quantus's MN
 tutorial reports saliency 0.39 +/- 0.11 and IG 0.25 +/- 0.08), and the rank correlation
 after cascading randomisation (Adebayo et al. 2018), on the first ``--n-quality`` images
 (default 200), as mean +/- standard deviation over images. Part "cifar": the same table
-on CIFAR-10 test images with the zoo's ResNet, trained once with Adam for
-``--cifar-epochs`` (default 10) and cached in benchmarks/.cache/.
+on the first ``--n-cifar`` CIFAR-10 test images (default 100) with the zoo's ResNet,
+trained once with Adam for ``--cifar-epochs`` (default 10) and cached in
+benchmarks/.cache/; without the randomisation column unless ``--cifar-randomisation``
+(the ResNet has 17 layers with parameters, each a full re-run of every method).
 
 captum is a benchmark and test dependency only (pip install captum==0.9.0 -c
 constraints.txt).
 
     python benchmarks/explanations.py [--n 1000] [--n-quality 200] [--threads 2]
         [--batch-size 512] [--parts speed,quality,cifar] [--cifar-epochs 10]
-        [--markdown out.md] [--retrain]
+        [--n-cifar 100] [--cifar-randomisation] [--markdown out.md] [--retrain]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -101,7 +104,10 @@ def part_speed(net: nn.Module, x: Tensor, y: Tensor, batch_rows: int) -> list[st
     return lines
 
 
-def part_quality(net: ModelWrapper, x: Tensor, batch_rows: int, title: str) -> list[str]:
+def part_quality(net: ModelWrapper, x: Tensor, batch_rows: int, title: str,
+                 randomisation: bool = True) -> list[str]:
+    """The quality table; ``randomisation=False`` leaves out the cascading randomisation,
+    which explains the inputs again once per layer with parameters (17 on the ResNet)."""
     target = net.predict(x)
     noise = M.random_attribution(x, seed=0)
     rows = ["| method | deletion AUC | insertion AUC | ROAD MoRF accuracy | max-sensitivity | "
@@ -125,7 +131,8 @@ def part_quality(net: ModelWrapper, x: Tensor, batch_rows: int, title: str) -> l
             maps = explainer(net, x, target)
             sensitivity = M.max_sensitivity(net, x, target, explainer, reference=maps)
             spearman = M.cascading_randomisation(net, x, target, explainer,
-                                                 reference=maps).spearman[-1]
+                                                 reference=maps).spearman[-1] \
+                if randomisation else None
         deletion = M.deletion_curve(net, x, maps, target, batch_size=batch_rows).auc
         insertion = M.insertion_curve(net, x, maps, target, batch_size=batch_rows).auc
         road = M.road_curve(net, x, maps, target, batch_size=batch_rows).hits.float().mean(1)
@@ -169,11 +176,17 @@ def main() -> None:
     parser.add_argument("--parts", default="speed,quality",
                         help="speed, quality (MNIST) and/or cifar (trains a ResNet once)")
     parser.add_argument("--cifar-epochs", type=int, default=10)
+    parser.add_argument("--n-cifar", type=int, default=100, help="CIFAR-10 images for its table")
+    parser.add_argument("--cifar-randomisation", action="store_true",
+                        help="also the randomisation column on CIFAR-10 (17 layers: slow)")
     parser.add_argument("--markdown", type=Path, help="also write the output here")
     parser.add_argument("--retrain", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    # the training loop logs a line per epoch (with its time) once training runs long
+    logging.basicConfig(format="%(asctime)s assay: %(message)s", level=logging.WARNING)
+    logging.getLogger("assay.core.training").setLevel(logging.INFO)
     parts = [p for p in args.parts.split(",") if p]
 
     root = data_root()
@@ -197,10 +210,11 @@ def main() -> None:
         lines += more
     if "cifar" in parts:
         resnet, cifar_record = cifar_model(args.retrain, args.cifar_epochs)
-        cifar = load_data(f"cifar10:test:{args.n_quality}", data_root=root)
+        cifar = load_data(f"cifar10:test:{args.n_cifar}", data_root=root)
         more = [f"- ResNet {cifar_record['recipe']}; clean test accuracy "
                 f"{cifar_record['clean_test_accuracy']:.4f}"]
-        more += part_quality(resnet, cifar.x, args.batch_size, "CIFAR-10 (ResNet)")
+        more += part_quality(resnet, cifar.x, args.batch_size, "CIFAR-10 (ResNet)",
+                             randomisation=args.cifar_randomisation)
         print("\n".join(more), flush=True)
         lines += more
     if args.markdown:

@@ -12,23 +12,24 @@ its forward and backward passes about 1.3x faster), the caller's model untouched
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .._params import check_float
-from ..attacks.evasion.base import check_attack_inputs
+from .._params import Configured, Constraint, Float
+from ..attacks.evasion.base import BATCH_SIZE, check_attack_inputs
 from ..core.inference import (batched_logits, batched_predict, channels_last_copy, check_logits,
                               eval_mode, has_conv2d, map_batches, model_device)
 from ..errors import AssayValueError
 from ..registry import Registry
 
-__all__ = ["Attribution", "EXPLAINERS", "Explainer", "expanded_blocks", "input_gradients",
-           "masked_outputs",
-           "resolve_target", "target_gradient"]
+__all__ = ["BATCH_SIZE", "Attribution", "Baseline", "EXPLAINERS", "Explainer", "Sides",
+           "expanded_blocks", "input_gradients", "masked_outputs", "resolve_target",
+           "target_gradient"]
 
 # Every attribution method by name; built-ins register on import of their module.
 EXPLAINERS: Registry[type[Explainer]] = Registry(
@@ -53,10 +54,12 @@ class Attribution:
     delta: Tensor | None = None
 
 
-class Explainer:
-    """Base class: subclasses set ``name`` and implement ``_attribute(model, x, target)``,
-    which gets ``x`` and ``target`` on the model's device, the model in eval mode, and
-    returns ``(attributions, delta or None)``."""
+class Explainer(Configured):
+    """Base class: subclasses set ``name``, declare each keyword-only setting's allowed
+    values in ``constraints`` (checked in ``__init__`` by ``self._validated``; the shared
+    contract test tries every invalid example on every registered method) and implement
+    ``_attribute(model, x, target)``, which gets ``x`` and ``target`` on the model's device,
+    the model in eval mode, and returns ``(attributions, delta or None)``."""
 
     name: ClassVar[str]
     batch_size: int | None = 256
@@ -86,10 +89,61 @@ class Explainer:
         raise NotImplementedError
 
 
-def check_baseline(baseline: float | Tensor, owner: str) -> float | Tensor:
-    """A baseline as given: a tensor (checked against the inputs at call time by
-    :func:`baseline_tensor`) or a finite number."""
-    return baseline if isinstance(baseline, Tensor) else check_float("baseline", baseline, owner)
+@dataclass(frozen=True)
+class Baseline(Constraint):
+    """A reference input: a finite number, or a floating tensor of finite values (its
+    shape is checked against the inputs at call time by :func:`baseline_tensor`)."""
+
+    def describe(self) -> str:
+        return "a finite number or a floating tensor of finite values broadcastable to x"
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, Tensor):
+            if not value.is_floating_point():
+                return f"a tensor of dtype {value.dtype}"
+            return None if bool(torch.isfinite(value).all()) else "the tensor is not finite"
+        return Float().problem(value)
+
+    def normalise(self, value: Any) -> float | Tensor:
+        return value if isinstance(value, Tensor) else float(value)
+
+    def example(self) -> float:
+        return 0.0
+
+    def invalid_examples(self) -> list[Any]:
+        return ["text", None, True, math.nan, math.inf, torch.tensor([math.nan]),
+                torch.zeros(2, dtype=torch.long)]
+
+
+@dataclass(frozen=True)
+class Sides(Constraint):
+    """The sides of a window or its strides over one input's dimensions: a non-empty
+    list or tuple of ints >= 1 (normalised to a tuple), or with ``scalar`` also one int
+    >= 1 for every dimension (normalised to a 1-tuple)."""
+
+    scalar: bool = False
+
+    def describe(self) -> str:
+        text = "a non-empty sequence of ints >= 1"
+        return f"an int >= 1 or {text}" if self.scalar else text
+
+    def problem(self, value: Any) -> str | None:
+        values = (value,) if self.scalar and isinstance(value, int) else value
+        if not isinstance(values, (list, tuple)) or not values:
+            return ""
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            return ""
+        return None
+
+    def normalise(self, value: Any) -> tuple[int, ...]:
+        return (value,) if isinstance(value, int) else tuple(value)
+
+    def example(self) -> Any:
+        return 1 if self.scalar else (1,)
+
+    def invalid_examples(self) -> list[Any]:
+        bad: list[Any] = ["text", None, True, (), (0,), (2, 0), (1.5,), (True,), 2.0]
+        return bad + [0, -1] if self.scalar else bad + [4]
 
 
 def resolve_target(model: nn.Module, x: Tensor, target: int | Tensor | None, owner: str,

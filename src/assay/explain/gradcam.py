@@ -12,11 +12,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .._params import check_bool, check_choice
+from .._params import Bool, Choice, Optional, Str
 from ..core.inference import check_logits, map_batches
 from ..errors import AssayValueError
-from ..attacks.evasion.base import check_batch_size
-from ._base import EXPLAINERS, Attribution, Explainer
+from ._base import BATCH_SIZE, EXPLAINERS, Attribution, Explainer
 
 Upsample = Literal["bilinear", "nearest"]
 
@@ -76,17 +75,16 @@ class GradCAM(Explainer):
     """
 
     name = "gradcam"
+    # a layer name is looked up in the model at call time (find_layer)
+    constraints = {"layer": Optional(Str()), "relu": Bool(),
+                   "upsample": Choice(("bilinear", "nearest")), "batch_size": BATCH_SIZE}
 
     def __init__(self, *, layer: str | None = None, relu: bool = False,
                  upsample: Upsample = "bilinear", batch_size: int | None = 256) -> None:
-        owner = type(self).__name__
-        if layer is not None and not isinstance(layer, str):
-            raise AssayValueError(f"The 'layer' parameter of {owner} must be a layer name (a "
-                                  f"str) or None. Got {layer!r} instead.")
-        self.layer = layer
-        self.relu = check_bool("relu", relu, owner)
-        self.upsample = check_choice("upsample", upsample, ("bilinear", "nearest"), owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.layer = self._validated("layer", layer)
+        self.relu = self._validated("relu", relu)
+        self.upsample: Upsample = self._validated("upsample", upsample)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def run(self, model: nn.Module, x: Tensor,
             target: int | Tensor | None = None) -> Attribution:

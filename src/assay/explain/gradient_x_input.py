@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..attacks.evasion.base import check_batch_size
-from ._base import EXPLAINERS, Explainer, input_gradients
+from ._base import BATCH_SIZE, EXPLAINERS, Explainer, input_gradients
 
 
 @EXPLAINERS.register()
@@ -30,9 +29,10 @@ class GradientXInput(Explainer):
     """
 
     name = "gradient_x_input"
+    constraints = {"batch_size": BATCH_SIZE}
 
     def __init__(self, *, batch_size: int | None = 256) -> None:
-        self.batch_size = check_batch_size(batch_size, type(self).__name__)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _attribute(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, None]:
         return x * input_gradients(model, x, target, self.batch_size, type(self).__name__), None

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._params import check_choice, check_int
+from .._params import Choice, Int
 from ..core.inference import batched_logits
-from ..attacks.evasion.base import check_batch_size
-from ._base import (EXPLAINERS, Explainer, baseline_tensor, check_baseline,
+from ._base import (BATCH_SIZE, EXPLAINERS, Baseline, Explainer, baseline_tensor,
                     expanded_blocks, target_gradient)
 
 # captum's "riemann_trapezoid" is left out: its weights are 1/n at the inner nodes and sum to
@@ -64,14 +63,15 @@ class IntegratedGradients(Explainer):
     """
 
     name = "integrated_gradients"
+    constraints = {"steps": Int(low=1), "baseline": Baseline(), "rule": Choice(RULES),
+                   "batch_size": BATCH_SIZE}
 
     def __init__(self, *, steps: int = 64, baseline: float | Tensor = 0.0,
                  rule: Rule = "gausslegendre", batch_size: int | None = 256) -> None:
-        owner = type(self).__name__
-        self.rule = check_choice("rule", rule, RULES, owner)
-        self.steps = check_int("steps", steps, owner, low=1)
-        self.baseline = check_baseline(baseline, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.rule: Rule = self._validated("rule", rule)
+        self.steps = self._validated("steps", steps)
+        self.baseline = self._validated("baseline", baseline)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _attribute(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         owner = type(self).__name__

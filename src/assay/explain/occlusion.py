@@ -12,11 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._params import check_float
+from .._params import Float, Optional
 from ..core.inference import batched_logits
 from ..errors import AssayValueError
-from ..attacks.evasion.base import check_batch_size
-from ._base import EXPLAINERS, Explainer, masked_outputs
+from ._base import BATCH_SIZE, EXPLAINERS, Explainer, Sides, masked_outputs
 
 
 def window_masks(shape: tuple[int, ...], window: tuple[int, ...],
@@ -66,15 +65,16 @@ class Occlusion(Explainer):
     """
 
     name = "occlusion"
+    # whether the window and strides fit the inputs is checked at call time
+    constraints = {"window": Optional(Sides()), "strides": Sides(scalar=True),
+                   "baseline": Float(), "batch_size": BATCH_SIZE}
 
     def __init__(self, *, window: Sequence[int] | None = None, strides: int | Sequence[int] = 1,
                  baseline: float = 0.0, batch_size: int | None = 256) -> None:
-        owner = type(self).__name__
-        self.window = None if window is None else _positive_ints("window", window, owner)
-        self.strides = _positive_ints("strides", strides, owner) if not isinstance(
-            strides, int) else _positive_ints("strides", [strides], owner)
-        self.baseline = check_float("baseline", baseline, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.window: tuple[int, ...] | None = self._validated("window", window)
+        self.strides: tuple[int, ...] = self._validated("strides", strides)
+        self.baseline = self._validated("baseline", baseline)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _attribute(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, None]:
         owner = type(self).__name__
@@ -100,11 +100,3 @@ class Occlusion(Explainer):
         total = torch.einsum("nw,wf->nf", drops, masks.flatten(1).to(x.dtype))
         counts = masks.flatten(1).sum(0).to(x.dtype)
         return (total / counts).view_as(x), None
-
-
-def _positive_ints(name: str, value: Sequence[int], owner: str) -> tuple[int, ...]:
-    values = tuple(value) if isinstance(value, (list, tuple)) else None
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise AssayValueError(f"The '{name}' parameter of {owner} must be a positive int or a "
-                              f"sequence of positive ints. Got {value!r} instead.")
-    return values

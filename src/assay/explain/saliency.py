@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .._params import check_bool
-from ..attacks.evasion.base import check_batch_size
-from ._base import EXPLAINERS, Explainer, input_gradients
+from .._params import Bool
+from ._base import BATCH_SIZE, EXPLAINERS, Explainer, input_gradients
 
 
 @EXPLAINERS.register()
@@ -33,11 +32,11 @@ class Saliency(Explainer):
     """
 
     name = "saliency"
+    constraints = {"abs": Bool(), "batch_size": BATCH_SIZE}
 
     def __init__(self, *, abs: bool = True, batch_size: int | None = 256) -> None:
-        owner = type(self).__name__
-        self.abs = check_bool("abs", abs, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.abs = self._validated("abs", abs)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _attribute(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, None]:
         grad = input_gradients(model, x, target, self.batch_size, type(self).__name__)

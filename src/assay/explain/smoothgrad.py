@@ -9,10 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._params import check_bool, check_float, check_int, check_optional_seed
+from .._params import Bool, Float, Int, Seed
 from ..core.rng import seeded_generator
-from ..attacks.evasion.base import check_batch_size
-from ._base import EXPLAINERS, Explainer, expanded_blocks, target_gradient
+from ._base import BATCH_SIZE, EXPLAINERS, Explainer, expanded_blocks, target_gradient
 
 
 @EXPLAINERS.register()
@@ -46,15 +45,16 @@ class SmoothGrad(Explainer):
     """
 
     name = "smoothgrad"
+    constraints = {"samples": Int(low=1), "noise": Float(low=0.0), "abs": Bool(),
+                   "seed": Seed(), "batch_size": BATCH_SIZE}
 
     def __init__(self, *, samples: int = 50, noise: float = 0.15, abs: bool = True,
                  seed: int | None = 0, batch_size: int | None = 256) -> None:
-        owner = type(self).__name__
-        self.samples = check_int("samples", samples, owner, low=1)
-        self.noise = check_float("noise", noise, owner, low=0.0)
-        self.abs = check_bool("abs", abs, owner)
-        self.seed = check_optional_seed("seed", seed, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.samples = self._validated("samples", samples)
+        self.noise = self._validated("noise", noise)
+        self.abs = self._validated("abs", abs)
+        self.seed = self._validated("seed", seed)
+        self.batch_size = self._validated("batch_size", batch_size)
 
     def _attribute(self, model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, None]:
         owner = type(self).__name__
