@@ -214,7 +214,8 @@ def radius_problem(name: str, norm: str, radii: list[float], ctx: CheckContext) 
 
 BUILTIN_MODULES = ("accuracy", "robustness", "corruptions", "calibration", "conformal", "ood",
                    "compression", "certified", "explanations", "fairness", "privacy",
-                   "backdoor")
+                   "backdoor", "poisoning", "dp_audit", "extraction", "attribute_inference",
+                   "reconstruction")
 
 # Built-in checks are imported on first use (by name: the check modules import this one);
 # other packages add theirs through the "assay.checks" entry-point group.
