@@ -292,7 +292,7 @@ class DLG(GradientInversion):
         return x, label_logits.argmax(1), match
 
 
-class IDLG(GradientInversion):
+class IDLG(DLG):  # DLG's settings; its own labels
     """Improved DLG (Zhao, Mopuri & Bilen, 2020): the labels first, from the sign of the
     last layer's gradient (:func:`labels_from_gradient`), then DLG's L-BFGS matching of
     the inputs alone with those labels. For one sample the label is exact for any
@@ -310,12 +310,6 @@ class IDLG(GradientInversion):
     >>> IDLG(steps=20)(net, x, y).labels.tolist()
     [2]
     """
-
-    constraints = {"steps": Int(low=1), "seed": Seed()}
-
-    def __init__(self, *, steps: int = 300, seed: int | None = 0) -> None:
-        self.steps = self._validated("steps", steps)
-        self.seed = self._validated("seed", seed)
 
     def _optimise(self, model: nn.Module, params: list[nn.Parameter], gradient: list[Tensor],
                   start: Tensor, num_classes: int, bounds: tuple[float, float],
