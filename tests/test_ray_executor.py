@@ -20,6 +20,7 @@ import pytest
 from assay.audit.plan import plan_from_dict
 from assay.audit.runner import run_audit
 from assay.cli.main import main
+from assay.errors import AssayValueError
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need the extra assay[ray]")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -228,3 +229,10 @@ def test_a_worker_of_another_version_refuses_to_compute():
     session.versions = {"assay": "0.0.0", "torch": "1.0"}  # what a driver elsewhere runs
     with pytest.raises(RuntimeError, match="same versions on every node"):
         ray_executor._inputs(session)
+
+
+def test_the_executor_refuses_its_invalid_settings():
+    for name, constraint in RayExecutor.constraints.items():
+        for bad in constraint.invalid_examples():
+            with pytest.raises(AssayValueError, match=f"'{name}'"):
+                RayExecutor(**{name: bad})

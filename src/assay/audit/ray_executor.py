@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from .._params import Configured, Float, Int, Optional, Str
 from ..errors import AssayValueError
 from .cache import CacheStore
 from .tasks import AuditInputs, Task, TaskOutcome, run_task
@@ -73,7 +74,7 @@ def _ray() -> Any:
     return ray
 
 
-class RayExecutor:
+class RayExecutor(Configured):
     """Runs the audit's checks, and the pieces they map, as Ray tasks (see the module).
 
     Parameters
@@ -88,27 +89,16 @@ class RayExecutor:
     max_retries : int >= 0, default 3 - retries of a task whose worker process died
     """
 
+    constraints = {"address": Optional(Str()), "num_cpus": Float(low=0.0, low_open=True),
+                   "num_gpus": Optional(Float(low=0.0)), "max_retries": Int(low=0)}
+
     def __init__(self, address: str | None = None, *, num_cpus: float = 1.0,
                  num_gpus: float | None = None, max_retries: int = 3) -> None:
-        owner = "RayExecutor"
-        if address is not None and (not isinstance(address, str) or not address.strip()):
-            raise AssayValueError(f"{owner}: address must be a Ray address such as 'auto' or "
-                                  f"'host:6379'; got {address!r}.")
-        for name, value, low in (("num_cpus", num_cpus, 0.0), ("num_gpus", num_gpus, 0.0)):
-            if value is None and name == "num_gpus":
-                continue
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not value >= low or (name == "num_cpus" and value == 0)):
-                raise AssayValueError(f"{owner}: {name} must be a number "
-                                      f"{'> 0' if name == 'num_cpus' else '>= 0'}; got {value!r}.")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise AssayValueError(f"{owner}: max_retries must be an int >= 0; got "
-                                  f"{max_retries!r}.")
+        self.address = self._validated("address", address)
+        self.num_cpus = float(self._validated("num_cpus", num_cpus))
+        self.num_gpus = self._validated("num_gpus", num_gpus)
+        self.max_retries = self._validated("max_retries", max_retries)
         _ray()  # refuse at once when Ray is missing, before any work
-        self.address = address
-        self.num_cpus = float(num_cpus)
-        self.num_gpus = num_gpus
-        self.max_retries = max_retries
         self._session: _Session | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -136,8 +126,7 @@ class RayExecutor:
                 for task, ref in zip(tasks, refs):
                     yield _outcome(ray, task, ref)
             finally:
-                for ref in refs:  # an interrupted audit leaves nothing running
-                    ray.cancel(ref, force=True) if not _done(ray, ref) else None
+                _cancel_unfinished(ray, refs)  # an interrupted audit leaves nothing running
         finally:
             self._session = None
             if started:
@@ -175,9 +164,11 @@ def _worker_env() -> dict[str, str]:
     return {name: os.environ[name] for name in ("ASSAY_DATA_DIR",) if name in os.environ}
 
 
-def _done(ray: Any, ref: Any) -> bool:
-    ready, _ = ray.wait([ref], timeout=0)
-    return bool(ready)
+def _cancel_unfinished(ray: Any, refs: list[Any]) -> None:
+    if refs:
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in pending:
+            ray.cancel(ref, force=True)
 
 
 def _outcome(ray: Any, task: Task, ref: Any) -> TaskOutcome:
@@ -233,8 +224,7 @@ class _Session:
                     bar.update(len(ready))
             return [_piece_value(ray, ref) for ref in refs]
         finally:
-            for ref in refs:
-                ray.cancel(ref, force=True) if not _done(ray, ref) else None
+            _cancel_unfinished(ray, refs)
             if bar is not None:
                 bar.close()
 
@@ -284,7 +274,7 @@ def _versions() -> dict[str, str]:
 def _worker_executor(session: _Session) -> RayExecutor:
     """The executor a check on a worker maps through: the same session, so its pieces are
     Ray tasks too."""
-    executor = RayExecutor.__new__(RayExecutor)
+    executor = RayExecutor.__new__(RayExecutor)  # no Ray connection of its own to make
     executor.address, executor.num_cpus = None, session.num_cpus
     executor.num_gpus, executor.max_retries = session.num_gpus, session.max_retries
     executor._session = session
