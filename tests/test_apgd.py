@@ -83,3 +83,43 @@ def test_target_class_rank_is_untargeted_success(digits, digits_model):
         digits_model, x, y)
     assert torch.equal(result.success, digits_model.predict(result.x_adv) != y)
     assert robust_accuracy(digits_model, result.x_adv, y) < robust_accuracy(digits_model, x, y) - 0.3
+
+
+def test_apgdt_wide_breaks_what_the_targets_break_one_by_one(digits, digits_model):
+    """APGD-T runs its targets as rows of one pass; each target's row follows APGD with that
+    target_class_rank, so its breaks match the sequential sweep up to the random starts."""
+    from assay.attacks.evasion import APGDT
+    _, test = digits
+    x, y = test.x[:200], test.y[:200]
+    eps, steps = 0.1, 20
+    wide = APGDT(eps=eps, n_iter=steps, n_target_classes=3, seed=0).run(digits_model, x, y)
+    assert float(distance(wide.x_adv, x, "linf").max()) <= eps * (1 + 1e-5)
+    assert torch.equal(wide.success, digits_model.predict(wide.x_adv) != y)
+    broken = torch.zeros(len(x), dtype=torch.bool)
+    for rank in (2, 3, 4):
+        one = APGD(eps=eps, n_iter=steps, loss="dlr-targeted", target_class_rank=rank,
+                   seed=0).run(digits_model, x, y)
+        broken |= one.success
+    assert abs(int(wide.success.sum()) - int(broken.sum())) <= 0.03 * len(x)
+    # every robust sample costs its three rows at every step, and a broken one no more
+    assert wide.queries <= len(x) + 3 * len(x) * (steps + 1)
+    assert wide.queries > len(x) + 3 * int((~wide.success).sum()) * (steps + 1) - 1
+
+
+def test_apgdt_with_one_target_is_apgd_at_rank_two(digits, digits_model):
+    from assay.attacks.evasion import APGDT
+    _, test = digits
+    x, y = test.x[:100], test.y[:100]
+    wide = APGDT(eps=0.1, n_iter=10, n_target_classes=1, seed=3).run(digits_model, x, y)
+    one = APGD(eps=0.1, n_iter=10, loss="dlr-targeted", target_class_rank=2, seed=3).run(
+        digits_model, x, y)
+    assert torch.equal(wide.success, one.success)
+    assert torch.allclose(wide.x_adv, one.x_adv) and wide.queries == one.queries
+
+
+def test_apgdt_refuses_a_model_of_three_classes():
+    from assay.attacks.evasion import APGDT
+    from assay.errors import AssayValueError
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with pytest.raises(AssayValueError, match="at least 4 classes"):
+        APGDT(eps=0.1, n_iter=2).run(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))

@@ -24,6 +24,8 @@ VALID = {
              "l2-dlr": dict(eps=0.5, norm="l2", loss="dlr", n_iter=5, seed=0),
              "linf-dlr-t": dict(eps=0.1, loss="dlr-targeted", target_class_rank=2, n_iter=5,
                                 seed=0)},
+    "apgd-t": {"linf": dict(eps=0.1, n_iter=5, n_target_classes=3, seed=0),
+               "l2-no-stop": dict(eps=0.5, norm="l2", n_iter=5, early_stop=False, seed=0)},
     "mifgsm": {"linf": dict(eps=0.1, steps=5),
                "l2-early": dict(eps=0.5, norm="l2", steps=5, early_stop=True)},
     "deepfool": {"l2": dict(max_iter=10), "linf": dict(norm="linf", max_iter=10)},
@@ -34,7 +36,8 @@ VALID = {
                     "linf-eps-t": dict(norm="linf", eps=0.3, targeted=True, num_iterations=2,
                                        init_num_evals=20, init_trials=10, seed=0)},
     "square": {"linf": dict(eps=0.1, n_queries=20, seed=0),
-               "l2": dict(eps=0.5, norm="l2", n_queries=20, n_restarts=2, seed=0)},
+               "l2": dict(eps=0.5, norm="l2", n_queries=20, n_restarts=2, seed=0),
+               "linf-screened": dict(eps=0.1, n_queries=20, seed=0, fast_forward=True)},
 }
 # Rules that join two parameters, which the per-parameter constraints cannot see.
 CROSS_PARAMETER = {
@@ -60,7 +63,7 @@ def undeclared_keywords(cls: type) -> set[str]:
 
 
 def test_the_registry_holds_every_attack():
-    assert ATTACKS.names() == ["apgd", "cw", "deepfool", "fab", "fgsm", "hopskipjump",
+    assert ATTACKS.names() == ["apgd", "apgd-t", "cw", "deepfool", "fab", "fgsm", "hopskipjump",
                                "mifgsm", "pgd", "square"]
     assert ATTACKS.lookup("cw") is CarliniWagnerL2
 

@@ -273,6 +273,31 @@ def test_channels_last_changes_speed_not_results(digits_model, points):
     assert first.is_contiguous()  # the caller's model keeps its layout
 
 
+def test_attacks_run_a_channels_last_copy_unless_the_layout_is_kept(digits_model, points,
+                                                                   monkeypatch):
+    from assay.attacks.evasion import PGD
+    from assay.core import inference
+    from assay.attacks.evasion import base
+    x, y = points
+    copies = []
+    real_copy = inference.channels_last_copy
+
+    def counted(model):
+        copies.append(model)
+        return real_copy(model)
+
+    monkeypatch.setattr(base, "channels_last_copy", counted)
+    fast = PGD(eps=0.1, steps=5, seed=0).run(digits_model, x, y)
+    assert len(copies) == 1 and next(digits_model.parameters()).is_contiguous()
+    with inference.layout_kept():
+        plain = PGD(eps=0.1, steps=5, seed=0).run(digits_model, x, y)
+    assert len(copies) == 1  # none inside layout_kept()
+    assert (fast.success != plain.success).sum() <= 1  # float rounding only
+    # a copy made upstream (as evaluate_robustness makes one) is not copied again
+    PGD(eps=0.1, steps=2, seed=0).run(real_copy(digits_model), x, y)
+    assert len(copies) == 1
+
+
 # --------------------------------------------------------------------- shards
 def test_shards_concatenate_into_one_evaluation(digits_model, points):
     x, y = (t[:60] for t in points)

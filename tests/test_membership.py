@@ -320,3 +320,66 @@ def test_the_label_only_attack_scores_the_distance_to_the_boundary(overfit):
     plan = membership_plan(training=None, attacks=["label_only"], n=20, label_only_iterations=1)
     check = metrics_of(model, nonmembers, members, plan)
     assert 0.0 <= check.metrics["auc@label_only"] <= 1.0
+
+
+def _logit(p):
+    p = torch.as_tensor(p, dtype=torch.float64)
+    return torch.log(p / (1 - p)).float()
+
+
+def test_rmia_votes_over_the_queries_as_the_authors_code():
+    # one reference model at p = 0.5 everywhere, a = 1: Pr(.) = 0.5, so LR(x, z) = p_x / p_z
+    # per query. x wins on one query of three by far (mean p 0.53 > 0.4), loses on two
+    target_x, target_z = _logit([[0.99], [0.3], [0.3]]), _logit([[0.4], [0.4], [0.4]])
+    reference = _logit(torch.full((1, 3, 1), 0.5))
+    out = torch.zeros(1, 1, dtype=torch.bool)
+    args = (target_x, reference, out, target_z, reference, out)
+    assert RMIA(a=1.0)(*args).tolist() == [0.0]  # no majority of queries: LR <= 1 on 2 of 3
+    assert RMIA(a=1.0, aggregate="mean")(*args).tolist() == [1.0]
+    # a tie of the queries (2 of 4) is no majority, like torch.mode in the authors' code
+    four_x, four_z = _logit([[0.9], [0.9], [0.1], [0.1]]), _logit([[0.5]] * 4)
+    ref4 = _logit(torch.full((1, 4, 1), 0.5))
+    assert RMIA(a=1.0)(four_x, ref4, out, four_z, ref4, out).tolist() == [0.0]
+
+
+def test_rmia_vote_blocks_and_a_single_query_agree(monkeypatch):
+    from assay.attacks.privacy import rmia as rmia_module
+
+    gen = seeded_generator(5)
+    target = torch.randn(10, 300, generator=gen)
+    reference = torch.randn(2, 10, 300, generator=gen)
+    keep = membership_matrix(2, 300, seed=1)
+    args = (target[:, :120], reference[:, :, :120], keep[:, :120],
+            target[:, 120:], reference[:, :, 120:], keep[:, 120:])
+    whole = RMIA(gamma=1.5)(*args)
+    monkeypatch.setattr(rmia_module, "_CHUNK", 7)  # a block of one row at a time
+    assert torch.equal(RMIA(gamma=1.5)(*args), whole)
+    # a single query: the bisection count is the pairwise share
+    single = (args[0][:1], args[1][:, :1], args[2], args[3][:1], args[4][:, :1], args[5])
+    rx, rz = RMIA()._ratio(*single[:3]), RMIA()._ratio(*single[3:])
+    assert torch.equal(RMIA()(*single), (rx[0][:, None] > rz[0][None]).double().mean(1))
+
+
+def test_rmia_tunes_a_on_a_reference_model_playing_the_target():
+    from assay.attacks.privacy.rmia import A_GRID, tune_offline_a
+
+    target, references, keep, member = _synthetic(models=4, samples=3000)
+    # reference model 0 plays the target; 1 to 3 attack it; z: samples model 0 left out
+    paired, others, others_keep = references[0], references[1:], keep[1:]
+    z = torch.nonzero(~keep[0]).flatten()[:800]
+    x = torch.tensor([i for i in range(3000) if i not in set(z.tolist())])
+    best, aucs = tune_offline_a(RMIA(), paired[:, x], others[:, :, x], others_keep[:, x],
+                                keep[0, x], paired[:, z], others[:, :, z], others_keep[:, z])
+    assert list(aucs) == list(A_GRID) and aucs[best] == max(aucs.values())
+    scores = RMIA(a=best)(paired[:, x], others[:, :, x], others_keep[:, x], paired[:, z],
+                          others[:, :, z], others_keep[:, z])
+    assert aucs[best] == pytest.approx(membership_metrics(scores[keep[0, x]],
+                                                          scores[~keep[0, x]]).auc[0])
+    assert aucs[best] > 0.6  # the paired model's members are found
+    with pytest.raises(AssayValueError, match="online"):
+        tune_offline_a(RMIA(online=True), paired[:, x], others[:, :, x], others_keep[:, x],
+                       keep[0, x], paired[:, z], others[:, :, z], others_keep[:, z])
+    with pytest.raises(AssayValueError, match="members and non-members"):
+        tune_offline_a(RMIA(), paired[:, x], others[:, :, x], others_keep[:, x],
+                       torch.ones(len(x), dtype=torch.bool), paired[:, z], others[:, :, z],
+                       others_keep[:, z])

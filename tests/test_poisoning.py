@@ -68,6 +68,51 @@ def test_wanet_noise_mode_warps_more_images_and_keeps_their_labels(digits_train)
     assert not torch.equal(poisoned.data.x[aug], digits_train.x[aug])
 
 
+def test_wanet_grid_is_the_papers_closed_form():
+    # identity + s * (bicubic upsampling of a k x k field normalised to mean |.| 1) / H,
+    # clamped: written out here from the paper, x before y in the last dimension
+    attack = WaNet(k=4, s=0.5, field_seed=5)
+    field = torch.rand(1, 2, 4, 4, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    field = field / field.abs().mean()
+    up = torch.nn.functional.interpolate(field, size=(28, 28), mode="bicubic",
+                                         align_corners=True)
+    line = torch.linspace(-1, 1, 28)
+    expected = torch.stack((line.expand(28, 28), line[:, None].expand(28, 28)), dim=-1)
+    expected = (expected + 0.5 * up[0].permute(1, 2, 0) / 28).clamp(-1, 1)
+    assert torch.allclose(attack.grid(28, 28)[0], expected, atol=1e-6)
+    # a grid of no offsets resamples every pixel onto itself (align_corners=True)
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(WaNet(s=1e-9).apply_trigger(x), x, atol=1e-5)
+    # the noise mode's grids stay within 1 / H of the warp, on each coordinate
+    noisy = attack.noisy_grid(3, 28, 28, torch.Generator().manual_seed(0))
+    gap = (noisy - attack.grid(28, 28)).abs()
+    assert float(gap.max()) <= 1 / 28 + 1e-6 and float(gap.mean()) > 0.25 / 28
+
+
+def test_wanet_poisons_each_batch_afresh_the_papers_way():
+    # the paper's training re-draws which samples of each batch are warped (and which
+    # get the noisy grid) on every batch, rather than fixing a poisoned set once
+    attack = WaNet(target=3, rate=0.1, cross_ratio=2.0)
+    x, y = torch.rand(128, 1, 12, 12), torch.arange(128) % 10
+    gen = torch.Generator().manual_seed(0)
+    xb, yb = attack.poison_batch(x, y, 10, gen)
+    assert xb.shape == x.shape and torch.equal(y, torch.arange(128) % 10)  # not in place
+    changed = (xb != x).flatten(1).any(dim=1)
+    relabelled = yb != y
+    warped = torch.isclose(xb, attack.apply_trigger(x), atol=1e-6).flatten(1).all(dim=1)
+    assert int(warped.sum()) == int(0.1 * 128)  # warped exactly as at test time
+    assert bool((yb[warped] == 3).all()) and bool(warped[relabelled].all())
+    noisy = changed & ~warped
+    assert int(noisy.sum()) == 2 * int(0.1 * 128)  # the noise mode's share, labels kept
+    assert torch.equal(yb[noisy], y[noisy])
+    xc, yc = attack.poison_batch(x, y, 10, gen)  # the next batch: a fresh draw
+    assert not torch.equal(yc, yb)
+    again = attack.poison_batch(x, y, 10, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], xb) and torch.equal(again[1], yb)  # seeded
+    ya = WaNet(mode="all_to_all", rate=0.5).poison_batch(x, y, 10, gen)[1]
+    assert bool(((ya == y) | (ya == (y + 1) % 10)).all()) and int((ya != y).sum()) == 64
+
+
 def test_a_tiny_model_learns_the_badnets_backdoor(digits_train):
     test = load_digits("test")
     attack = BadNets(target=3, rate=0.1, patch_size=3)

@@ -161,3 +161,91 @@ def test_flat_inputs_raise_a_clear_error():
 def test_bad_parameters_name_the_parameter(bad):
     with pytest.raises(AssayValueError, match="parameter of Square"):
         Square(**bad)
+
+
+class PlantedCopy:
+    """A screening form for tests: the model's logits changed by ``lie`` after ``honest``
+    calls; counts its calls."""
+
+    def __init__(self, lie, honest: int = 0):
+        self.lie, self.honest, self.calls = lie, honest, 0
+
+    def __call__(self, model, device_type):
+        def forward(x):
+            self.calls += 1
+            logits = model(x)
+            return logits if self.calls <= self.honest else self.lie(logits)
+        return forward
+
+
+def _screened_run(monkeypatch, model, x, y, copy, **kwargs):
+    from assay.core import inference
+    monkeypatch.setattr(inference, "SCREENING_FORMS", {"planted": copy})
+    return Square(eps=0.1, n_queries=200, seed=0, **kwargs).run(model, x, y)
+
+
+def _genuine(model, result, y):
+    return bool((model.predict(result.x_adv)[result.success] != y[result.success]).all())
+
+
+def test_a_faithful_copy_screens_every_proposal(digits, digits_model, monkeypatch):
+    _, test = digits
+    x, y = test.x[:120], test.y[:120]
+    exact = Square(eps=0.1, n_queries=200, seed=0, fast_forward=False).run(digits_model, x, y)
+    copy = PlantedCopy(lambda z: z + 1e-3 * torch.randn_like(z))  # rounding-sized noise
+    screened = _screened_run(monkeypatch, digits_model, x, y, copy, fast_forward=True)
+    assert copy.calls >= 150  # the copy scored the proposals (fewer as samples break)
+    assert _genuine(digits_model, screened, y)
+    assert abs(int(screened.success.sum()) - int(exact.success.sum())) <= 0.03 * len(x)
+    assert screened.queries <= len(x) * (1 + 200)  # a rescored proposal counts once
+
+
+def test_a_copy_that_disagrees_at_once_is_never_used(digits, digits_model, monkeypatch):
+    _, test = digits
+    x, y = test.x[:60], test.y[:60]
+    exact = Square(eps=0.1, n_queries=200, seed=0, fast_forward=False).run(digits_model, x, y)
+    copy = PlantedCopy(lambda z: -z)
+    screened = _screened_run(monkeypatch, digits_model, x, y, copy, fast_forward=True)
+    assert copy.calls == 1  # the agreement check only
+    assert torch.equal(screened.success, exact.success)
+    assert torch.equal(screened.x_adv, exact.x_adv)
+
+
+def test_a_copy_that_starts_lying_is_caught_and_the_search_falls_back(digits, digits_model,
+                                                                      monkeypatch):
+    """After agreeing, the copy calls every proposal an improvement and a success (the
+    true class pushed down): the model confirms none of them, nothing false is kept or
+    reported, the copy is dropped and the model finishes the search."""
+    _, test = digits
+    x, y = test.x[:120], test.y[:120]
+    exact = Square(eps=0.1, n_queries=200, seed=0, fast_forward=False).run(digits_model, x, y)
+
+    def lie(logits):
+        out = logits.clone()
+        out[torch.arange(len(out)), logits.argmax(1)] -= 1e3
+        return out
+
+    copy = PlantedCopy(lie, honest=5)
+    with pytest.warns(RuntimeWarning, match="planted copy .* accepted candidates the model "
+                                            "rejected"):
+        screened = _screened_run(monkeypatch, digits_model, x, y, copy, fast_forward=True)
+    assert copy.calls < 20  # dropped after its first 64 overruled acceptances
+    assert _genuine(digits_model, screened, y)
+    assert abs(int(screened.success.sum()) - int(exact.success.sum())) <= 0.03 * len(x)
+
+
+def test_fast_forward_off_never_builds_a_copy(digits, digits_model, monkeypatch):
+    _, test = digits
+    copy = PlantedCopy(lambda z: z)
+    _screened_run(monkeypatch, digits_model, test.x[:30], test.y[:30], copy,
+                  fast_forward=False)
+    assert copy.calls == 0
+
+
+def test_the_bf16_copy_leaves_every_verdict_to_the_model(digits, digits_model):
+    _, test = digits
+    x, y = test.x[:120], test.y[:120]
+    exact = Square(eps=0.1, n_queries=200, seed=0, fast_forward=False).run(digits_model, x, y)
+    screened = Square(eps=0.1, n_queries=200, seed=0, fast_forward=True).run(digits_model, x, y)
+    assert _genuine(digits_model, screened, y)
+    assert abs(int(screened.success.sum()) - int(exact.success.sum())) <= 0.03 * len(x)

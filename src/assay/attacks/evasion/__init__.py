@@ -3,7 +3,7 @@
 from .base import ATTACKS, AttackResult, EvasionAttack
 from .pgd import PGD
 from .fgsm import FGSM
-from .apgd import APGD
+from .apgd import APGD, APGDT
 from .mifgsm import MIFGSM
 from .transfer import transfer_attack
 from .deepfool import DeepFool
@@ -15,7 +15,7 @@ from .eot import ExpectationOverTransformation
 from .evaluation import (APGDCrossEntropy, Ensemble, EvaluationResult, PGDRestarts, Protocol,
                          SingleStep, SquareOnly, Stage, StageReport, evaluate_robustness)
 
-__all__ = ["ATTACKS", "AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "MIFGSM",
+__all__ = ["ATTACKS", "AttackResult", "EvasionAttack", "PGD", "FGSM", "APGD", "APGDT", "MIFGSM",
            "transfer_attack", "DeepFool", "CarliniWagnerL2", "FABT", "Square", "HopSkipJump",
            "ExpectationOverTransformation",
            "EvaluationResult",

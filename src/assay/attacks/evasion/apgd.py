@@ -155,37 +155,59 @@ class APGD(EvasionAttack):
         grad, = torch.autograd.grad(loss.sum(), point)
         return loss.detach(), grad.detach(), logits.detach()
 
+    def _goals(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The labels the loss moves away from [n] and the targets it moves towards
+        ([R, n], one row per target class tried, or None), for the samples ``x``."""
+        if not (self.targeted or self.target_class_rank is not None):
+            if self.loss == "dlr":
+                with torch.no_grad():
+                    classes = model(x[:1]).shape[1]
+                if classes < 3:
+                    raise AssayValueError(f"APGD: loss 'dlr' needs at least 3 classes; the "
+                                          f"model has {classes}.")
+            return y, None
+        with torch.no_grad():
+            clean = model(x)
+        self._require_classes(clean.shape[1], self.target_class_rank or 0)
+        if self.targeted:
+            return clean.argmax(dim=1), y[None]
+        return y, self._ranked(clean, [self.target_class_rank or 2])
+
+    def _require_classes(self, classes: int, rank: int) -> None:
+        need = max({"ce": 2, "dlr": 3, "dlr-targeted": 4}[self.loss], rank)
+        if classes < need:
+            raise AssayValueError(f"{type(self).__name__}: this setting needs at least {need} "
+                                  f"classes; the model has {classes}.")
+
+    @staticmethod
+    def _ranked(clean: Tensor, ranks: list[int]) -> Tensor:
+        """[len(ranks), n]: per sample, the classes at these ranks of its clean logits."""
+        order = clean.argsort(dim=1, descending=True)
+        return order[:, [rank - 1 for rank in ranks]].T.contiguous()
+
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:
+        if self.eps == 0 or len(x) == 0:
+            with torch.no_grad():
+                return AttackResult(x.detach().clone(), self._achieved(model(x), y), len(x))
+        label, targets = self._goals(model, x, y)
+        queries = len(x) if targets is not None else 0
+        if targets is None and self.loss == "dlr":
+            queries = 1
+        result = self._search(model, x, label, targets, lo, hi)
+        return AttackResult(result.x_adv, result.success, result.queries + queries)
+
+    def _search(self, model: nn.Module, x: Tensor, label: Tensor, targets: Tensor | None,
+                lo: float, hi: float) -> AttackResult:
+        """The APGD iterations on ``len(targets)`` rows per sample (one per target; one row
+        when there are no targets), all in each pass. Rows are laid out target-major (row
+        ``r * m + j`` is sample ``j``'s r-th target, m samples left); a sample stops being
+        attacked, in all its rows, once one of them reaches the goal."""
         generator = seeded_generator(self.seed, x.device)
         x_adv = x.detach().clone()
         success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         queries = 0
-        if self.eps == 0 or len(x) == 0:
-            with torch.no_grad():
-                return AttackResult(x_adv, self._achieved(model(x_adv), y), len(x))
-        label, target = y, None
-        if self.targeted or self.target_class_rank is not None:
-            with torch.no_grad():
-                clean = model(x)
-            queries += len(x)
-            need = {"ce": 2, "dlr-targeted": 4}[self.loss]
-            if self.target_class_rank is not None:
-                need = max(need, self.target_class_rank)
-            if clean.shape[1] < need:
-                raise AssayValueError(f"APGD: this setting needs at least {need} classes; "
-                                      f"the model has {clean.shape[1]}.")
-            if self.targeted:
-                label, target = clean.argmax(dim=1), y
-            elif self.target_class_rank is not None:
-                target = clean.argsort(dim=1, descending=True)[:, self.target_class_rank - 1]
-        elif self.loss == "dlr":
-            with torch.no_grad():
-                classes = model(x[:1]).shape[1]
-            queries += 1
-            if classes < 3:
-                raise AssayValueError(f"APGD: loss 'dlr' needs at least 3 classes; the model "
-                                      f"has {classes}.")
+        group = 1 if targets is None else len(targets)
         checkpoints = apgd_checkpoints(self.n_iter)
         view = (-1,) + (1,) * (x.ndim - 1)
 
@@ -196,18 +218,23 @@ class APGD(EvasionAttack):
         def bound(point: Tensor, x0: Tensor) -> Tensor:
             return (x0 + project(point - x0, self.norm, self.eps)).clamp(lo, hi)
 
+        def by_sample(rows: Tensor) -> Tensor:
+            """[R * m, ...] rows as [R, m, ...]."""
+            return rows.view(group, -1, *rows.shape[1:])
+
         for _ in range(self.n_restarts):
-            index = (~success).nonzero().squeeze(1)
+            index = (~success).nonzero().squeeze(1)  # the samples attacked, m of them
             if len(index) == 0:
                 break
-            x0, lab = x[index], label[index]
-            tgt = None if target is None else target[index]
+            x0 = x[index].repeat(group, *([1] * (x.ndim - 1)))
+            lab = label[index].repeat(group)
+            tgt = None if targets is None else targets[:, index].reshape(-1)
             start = random_in_ball(x0.shape, self.norm, self.eps, device=x.device,
                                    dtype=x.dtype, generator=generator)
             cur = (x0 + start).clamp(lo, hi)
             loss, grad, logits = self._evaluate(model, cur, lab, tgt)
             queries += len(cur)
-            state = dict(index=index, x0=x0, lab=lab, cur=cur, prev=cur.clone(), evaluated=cur,
+            state = dict(x0=x0, lab=lab, cur=cur, prev=cur.clone(), evaluated=cur,
                          loss=loss, grad=grad, best_x=cur.clone(), best_loss=loss.clone(),
                          best_grad=grad.clone(),
                          eta=torch.full((len(cur),), 2 * self.eps, device=x.device, dtype=x.dtype),
@@ -219,18 +246,23 @@ class APGD(EvasionAttack):
             last_check = 0
             for k in range(self.n_iter + 1):
                 # Record the point just evaluated; drop the samples it broke.
-                done = achieved(logits, state["lab"], state.get("tgt")) & ~success[state["index"]]
-                hit = state["index"][done]
-                x_adv[hit] = state["evaluated"][done]
-                success[hit] = True
+                rows_done = by_sample(achieved(logits, state["lab"], state.get("tgt")))
+                done = rows_done.any(0) & ~success[index]
+                first = rows_done.to(torch.uint8).argmax(0)  # the first target that broke it
+                hit = done.nonzero().squeeze(1)
+                x_adv[index[hit]] = by_sample(state["evaluated"])[first[hit], hit]
+                success[index[hit]] = True
                 if k == self.n_iter:
-                    rest = ~success[state["index"]]
-                    x_adv[state["index"][rest]] = state["best_x"][rest]
+                    rest = (~success[index]).nonzero().squeeze(1)
+                    highest = by_sample(state["best_loss"]).argmax(0)
+                    x_adv[index[rest]] = by_sample(state["best_x"])[highest[rest], rest]
                     break
-                if self.early_stop and bool(done.any()):
+                if self.early_stop and len(hit):
                     keep = ~done
-                    state = {key: value[keep] for key, value in state.items()}
-                    if len(state["index"]) == 0:
+                    index = index[keep]
+                    rows = keep.repeat(group)
+                    state = {key: value[rows] for key, value in state.items()}
+                    if len(index) == 0:
                         break
                 s = state
                 with torch.no_grad():
@@ -264,3 +296,69 @@ class APGD(EvasionAttack):
                     s["grad"] = torch.where(r, s["best_grad"], s["grad"])
                     s["loss"] = torch.where(reduce, s["best_loss"], s["loss"])
         return AttackResult(x_adv, success, queries)
+
+
+@ATTACKS.register("apgd-t")
+class APGDT(APGD):
+    """APGD-T: APGD on the targeted DLR loss towards each of the ``n_target_classes``
+    classes ranked 2, 3, ... on the clean logits; a sample counts as broken when any
+    target's run misclassifies it (Croce & Hein 2020, the targeted attack of AutoAttack).
+
+    The authors' code (and AutoAttack) runs the targets one after the other, each on the
+    samples the earlier ones left robust. Here all targets of a sample are rows of the
+    same passes, ``n_target_classes`` times wider (the per-sample cost of a pass falls
+    with its width, and the per-step overhead is paid once), and a sample's rows all stop
+    as soon as one of them breaks it. Each row follows the same iterations as a run of
+    :class:`APGD` with ``target_class_rank`` set; only the random starts are drawn in a
+    different order. A sample left robust returns the best point of its target with the
+    highest loss. ``batch_size`` counts rows, as for every attack the inputs of one pass:
+    a pass holds ``batch_size // n_target_classes`` samples (at least one), so the memory
+    a pass takes is the one the caller chose.
+
+    Parameters (keyword-only): as :class:`APGD` without ``loss``, ``targeted`` and
+    ``target_class_rank``, plus ``n_target_classes`` : int >= 1, default 9 (AutoAttack's;
+    capped at the class count minus one). Needs at least 4 classes (the loss uses four
+    logits). ``n_iter`` defaults to 100 and ``n_restarts`` to 1, AutoAttack's standard.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5))
+    >>> x, y = torch.rand(8, 1, 2, 2), torch.randint(0, 5, (8,))
+    >>> result = APGDT(eps=0.1, n_iter=10, n_target_classes=3, seed=0).run(model, x, y)
+    >>> bool(((result.x_adv - x).abs() <= 0.1 + 1e-6).all())
+    True
+    """
+
+    constraints = {key: value for key, value in APGD.constraints.items()
+                   if key not in ("loss", "targeted", "target_class_rank")}
+    constraints["n_target_classes"] = Int(low=1)
+
+    def __init__(self, *, eps: float, norm: Norm = "linf", n_iter: int = 100,
+                 n_restarts: int = 1, n_target_classes: int = 9, rho: float = 0.75,
+                 alpha: float = 0.75, early_stop: bool = True, seed: int | None = None,
+                 batch_size: int | None = None) -> None:
+        self.eps = self._validated("eps", eps)
+        self.norm = self._validated("norm", norm)
+        self.n_iter = self._validated("n_iter", n_iter)
+        self.n_restarts = self._validated("n_restarts", n_restarts)
+        self.n_target_classes = self._validated("n_target_classes", n_target_classes)
+        self.rho = self._validated("rho", rho)
+        self.alpha = self._validated("alpha", alpha)
+        self.early_stop = self._validated("early_stop", early_stop)
+        self.seed = self._validated("seed", seed)
+        self.batch_size = self._validated("batch_size", batch_size)
+        self.loss, self.targeted, self.target_class_rank = "dlr-targeted", False, None
+
+    def _samples_per_pass(self, n: int) -> int:
+        if self.batch_size is None:
+            return max(n, 1)
+        return max(1, self.batch_size // self.n_target_classes)
+
+    def _goals(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+        with torch.no_grad():
+            clean = model(x)
+        self._require_classes(clean.shape[1], 0)
+        count = min(self.n_target_classes, clean.shape[1] - 1)
+        return y, self._ranked(clean, list(range(2, count + 2)))

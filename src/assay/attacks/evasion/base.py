@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..._params import Configured, Int, Optional
 from ...core.data import outside_bounds
-from ...core.inference import eval_mode
+from ...core.inference import channels_last_copy, eval_mode, gains_from_channels_last
 from ...errors import AssayValueError
 from ...registry import Registry
 
@@ -104,6 +104,9 @@ class EvasionAttack(Configured):
 
     batch_size: int | None = None
     targeted: bool = False
+    # Gradient attacks run a channels_last copy on the CPU; the query-only ones query the
+    # model as given, so a model that counts or logs its queries sees every one.
+    layout_copy: bool = True
 
     def _achieved(self, logits: Tensor, y: Tensor) -> Tensor:
         """Per sample: the goal is reached (the target class, or any wrong class)."""
@@ -115,10 +118,18 @@ class EvasionAttack(Configured):
         return self.run(model, x, y).x_adv
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        """The attack on ``x`` with labels (or targets) ``y``, in batches of ``batch_size``,
+        with the model in eval mode. On the CPU, gradient attacks attack a model with 2-D
+        convolutions as a copy with channels_last weights
+        (:func:`assay.core.inference.channels_last_copy`: the same function up to float
+        rounding; forward and backward of the MNIST LeNet 1.2x faster); the model itself
+        is never changed."""
         lo, hi = check_attack_inputs(model, x, y, type(self).__name__,
                                      labels="targets" if self.targeted else "labels")
+        if self.layout_copy and gains_from_channels_last(model, x):
+            model = channels_last_copy(model)
         with eval_mode(model):
-            step = self.batch_size or max(len(x), 1)
+            step = self._samples_per_pass(len(x))
             parts = [self._run(model, x[i:i + step], y[i:i + step].to(x.device), lo, hi)
                      for i in range(0, len(x), step)]
         if not parts:
@@ -126,6 +137,10 @@ class EvasionAttack(Configured):
         return AttackResult(torch.cat([p.x_adv for p in parts]),
                             torch.cat([p.success for p in parts]),
                             sum(p.queries for p in parts))
+
+    def _samples_per_pass(self, n: int) -> int:
+        """How many of the ``n`` inputs one call of ``_run`` gets."""
+        return self.batch_size or max(n, 1)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:

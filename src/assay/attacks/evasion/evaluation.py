@@ -19,6 +19,7 @@ also names the stronger probes that the diagnostics run against it
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from collections.abc import Sequence
@@ -28,11 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from ..._params import check_choice, check_float, check_int, check_optional_seed
-from ...core.inference import batched_predict, channels_last_copy, eval_mode, has_conv2d
+from ...core.inference import (batched_predict, channels_last_copy, eval_mode,
+                               gains_from_channels_last, layout_kept)
 from ...errors import AssayValueError
 from .._projection import Norm, distance
-from .apgd import APGD
-from .base import (AttackResult, EvasionAttack, check_attack_inputs, check_batch_size,
+from .apgd import APGD, APGDT
+from .base import (EvasionAttack, check_attack_inputs, check_batch_size,
                    model_bounds)
 from .fab import FABT
 from .fgsm import FGSM
@@ -129,29 +131,6 @@ def concatenate_evaluations(parts: Sequence[EvaluationResult]) -> EvaluationResu
                             torch.cat([p.robust for p in parts]), stages)
 
 
-class TargetSweep(EvasionAttack):
-    """Runs untargeted attacks in turn, each on the points the earlier ones left unbroken
-    (AutoAttack's loop of APGD-T over the target classes ranked 2, 3, ...)."""
-
-    def __init__(self, attacks: list[EvasionAttack]) -> None:
-        self.attacks = attacks
-
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
-             hi: float) -> AttackResult:
-        x_adv = x.detach().clone()
-        success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        queries = 0
-        for attack in self.attacks:
-            index = (~success).nonzero().squeeze(1)
-            if len(index) == 0:
-                break
-            result = attack.run(model, x[index], y[index])
-            queries += result.queries
-            x_adv[index[result.success]] = result.x_adv[result.success]
-            success[index] |= result.success
-        return AttackResult(x_adv, success, queries)
-
-
 def standard_stages(*, eps: float, norm: Norm, num_classes: int, seed: int | None = 0,
                     batch_size: int | None = None) -> list[Stage]:
     """AutoAttack's standard composition: APGD-CE (100 steps), APGD-T (100 steps for each of
@@ -163,9 +142,7 @@ def standard_stages(*, eps: float, norm: Norm, num_classes: int, seed: int | Non
     stages = [Stage("APGD-CE", "100 steps", APGD(n_iter=100, loss="ce", **common))]
     if num_classes >= 4:  # the targeted DLR loss needs four logits
         stages.append(Stage("APGD-T", f"100 steps x {targets} target classes",
-                            TargetSweep([APGD(n_iter=100, loss="dlr-targeted",
-                                              target_class_rank=rank, **common)
-                                         for rank in range(2, targets + 2)])))
+                            APGDT(n_iter=100, n_target_classes=targets, **common)))
     stages += [Stage("FAB-T", f"100 steps x {targets} target classes",
                      FABT(n_iter=100, n_target_classes=targets, **common)),
                Stage("Square", "5000 queries, p_init 0.8",
@@ -183,9 +160,7 @@ def quick_stages(*, eps: float, norm: Norm, num_classes: int, seed: int | None =
     if num_classes >= 4:
         targets = min(3, num_classes - 1)
         stages.append(Stage("APGD-T", f"20 steps x {targets} target classes",
-                            TargetSweep([APGD(n_iter=20, loss="dlr-targeted",
-                                              target_class_rank=rank, **common)
-                                         for rank in range(2, targets + 2)])))
+                            APGDT(n_iter=20, n_target_classes=targets, **common)))
     stages.append(Stage("Square", "500 queries, p_init 0.8",
                         Square(n_queries=500, p_init=0.8, **common), black_box=True))
     return stages
@@ -361,7 +336,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
         convolution weights in channels_last memory format (same function, faster kernels:
         on the MNIST LeNet with 2 CPU threads, forward 1.9x and forward+backward 1.3x
         faster). None: on CPU for 4-D inputs when the model has 2-D convolutions. Results
-        can differ from the default layout by float rounding only.
+        can differ from the default layout by float rounding only. False: the attacks run
+        the model in its own layout (they make no channels_last copy of their own).
     on_stage : called with each finished stage's report (progress display)
     """
     owner = "evaluate_robustness"
@@ -374,10 +350,10 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     # Labels beyond the model's classes would count as "not robust" and give accuracy 0.
     check_attack_inputs(model, x, y, owner)
     if channels_last is None:
-        channels_last = x.ndim == 4 and x.device.type == "cpu" and has_conv2d(model)
+        channels_last = gains_from_channels_last(model, x)
     if channels_last:
         model = channels_last_copy(model)
-    with eval_mode(model):
+    with eval_mode(model), contextlib.nullcontext() if channels_last else layout_kept():
         clean_correct = _predict(model, x, batch_size) == y
         if stages is None and eps > 0 and protocol.white_box and not is_differentiable(model, x):
             raise AssayValueError(f"{owner}: the model's outputs carry no gradient (an int8 or "

@@ -61,6 +61,9 @@ class FABT(EvasionAttack):
     input: ``x_{i+1} = (1 - beta) x_0 + beta x_{i+1}``. The first restart starts at the input,
     later ones at a random point of the ``eps`` ball (as in the authors' code).
     Samples broken within ``eps`` by one target are not attacked for the next ones.
+    Each iteration costs one forward-backward pass: the pass that classifies the new point
+    also linearises there, where the next iteration starts (the authors' code classifies
+    with a forward of its own), plus one pass for each point that steps back.
 
     The attack looks for a minimal perturbation; ``eps`` is the evaluation budget:
     ``success`` means misclassified by a point within ``eps`` (then ``x_adv`` is the
@@ -147,41 +150,66 @@ class FABT(EvasionAttack):
                     start = random_in_ball(x0.shape, self.norm, self.eps / 2, device=x.device,
                                            dtype=x.dtype, generator=generator)
                     current = (x0 + start).clamp(lo, hi)
-                for _ in range(self.n_iter):
-                    current.requires_grad_(True)
-                    logits = model(current)
-                    queries += len(current)
-                    g = logits.gather(1, label.view(-1, 1)) - logits.gather(1, target.view(-1, 1))
-                    grad, = torch.autograd.grad(g.sum(), current)
+                g, grad, _ = self._linearised(model, current, label, target)
+                queries += len(current)
+                for step in range(self.n_iter):
                     with torch.no_grad():
-                        g = g.squeeze(1)
-                        w = grad.flatten(1)
-                        cur, orig = current.detach().flatten(1), x0.flatten(1)
-                        d_cur = _box_hyperplane_step(w, -g, lo - cur, hi - cur, self.norm)
-                        # The same hyperplane, seen from the input: w.(x0 + d - cur) + g = 0.
-                        g0 = g + (w * (orig - cur)).sum(1)
-                        d_orig = _box_hyperplane_step(w, -g0, lo - orig, hi - orig, self.norm)
-                        n_cur = distance(d_cur, torch.zeros_like(d_cur), self.norm)
-                        n_orig = distance(d_orig, torch.zeros_like(d_orig), self.norm)
-                        alpha = n_cur / (n_cur + n_orig).clamp_min(1e-12)
-                        alpha = alpha.clamp(max=self.alpha_max)
-                        alpha = alpha.unsqueeze(1)
-                        moved = ((1 - alpha) * (cur + self.eta * d_cur)
-                                 + alpha * (orig + self.eta * d_orig)).clamp(lo, hi)
-                        moved = moved.view_as(x0)
-                        pred = model(moved).argmax(1)
-                        queries += len(moved)
-                        hit = pred == target
+                        moved = self._step(current, x0, g, grad, lo, hi)
+                    # One pass both classifies the new point and linearises there, where
+                    # the next step starts unless the point reached its target.
+                    last = step == self.n_iter - 1
+                    if last:
+                        with torch.no_grad():
+                            pred = model(moved).argmax(1)
+                    else:
+                        g, grad, pred = self._linearised(model, moved, label, target)
+                    queries += len(moved)
+                    hit = pred == target
+                    with torch.no_grad():
                         dist = distance(moved, x0, self.norm)
                         better = hit & (dist < best[index])
                         if bool(better.any()):
                             rows = index[better]
                             best[rows] = dist[better]
                             x_adv[rows] = moved[better]
-                        step_back = hit.view(-1, *([1] * (x.ndim - 1)))
-                        current = torch.where(step_back, (1 - self.beta) * x0 + self.beta * moved,
-                                              moved)
+                    current = moved
+                    if not last and bool(hit.any()):  # step back towards the input
+                        back = (1 - self.beta) * x0[hit] + self.beta * moved[hit]
+                        g_back, grad_back, _ = self._linearised(model, back, label[hit],
+                                                                target[hit])
+                        queries += len(back)
+                        current, g, grad = current.clone(), g.clone(), grad.clone()
+                        current[hit], g[hit], grad[hit] = back, g_back, grad_back
                 success = best <= self.eps * (1 + 1e-6)
         success = best <= self.eps * (1 + 1e-6)
         x_adv[~success] = x[~success]
         return AttackResult(x_adv, success, queries)
+
+    @staticmethod
+    def _linearised(model: nn.Module, point: Tensor, label: Tensor,
+                    target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """At ``point``: g = z_y - z_t [n], its input gradient, and the predicted class."""
+        point = point.detach().requires_grad_(True)
+        logits = model(point)
+        g = logits.gather(1, label.view(-1, 1)) - logits.gather(1, target.view(-1, 1))
+        grad, = torch.autograd.grad(g.sum(), point)
+        return g.detach().squeeze(1), grad.detach(), logits.detach().argmax(1)
+
+    def _step(self, current: Tensor, x0: Tensor, g: Tensor, grad: Tensor, lo: float,
+              hi: float) -> Tensor:
+        """FAB's move from ``current``: the projections of ``current`` and of the input onto
+        the linearised boundary within the box, mixed by the adaptive weight, overshot by
+        ``eta``."""
+        w = grad.flatten(1)
+        cur, orig = current.flatten(1), x0.flatten(1)
+        d_cur = _box_hyperplane_step(w, -g, lo - cur, hi - cur, self.norm)
+        # The same hyperplane, seen from the input: w.(x0 + d - cur) + g = 0.
+        g0 = g + (w * (orig - cur)).sum(1)
+        d_orig = _box_hyperplane_step(w, -g0, lo - orig, hi - orig, self.norm)
+        n_cur = distance(d_cur, torch.zeros_like(d_cur), self.norm)
+        n_orig = distance(d_orig, torch.zeros_like(d_orig), self.norm)
+        alpha = (n_cur / (n_cur + n_orig).clamp_min(1e-12)).clamp(max=self.alpha_max)
+        alpha = alpha.unsqueeze(1)
+        moved = ((1 - alpha) * (cur + self.eta * d_cur)
+                 + alpha * (orig + self.eta * d_orig)).clamp(lo, hi)
+        return moved.view_as(x0)

@@ -98,6 +98,8 @@ class HopSkipJump(EvasionAttack):
     True
     """
 
+    layout_copy = False  # query-only: the model as given sees every query
+
     constraints = {
         "norm": Choice(("l2", "linf")),
         "eps": Optional(Float(low=0.0)),

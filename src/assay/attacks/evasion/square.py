@@ -6,6 +6,7 @@ query-efficient black-box adversarial attack via random search". ECCV 2020.
 
 from __future__ import annotations
 
+import logging
 import math
 from bisect import bisect_left
 from typing import Any, Literal
@@ -14,12 +15,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..._params import Bool, Choice, Float, Int, Seed
+from ..._params import Bool, Choice, Float, Int, Optional, Seed
+from ...core.inference import ScreeningForward
 from ...core.rng import seeded_generator
 from ...errors import AssayValueError
 from .._losses import margin
 from .._projection import Norm
 from .base import ATTACKS, BATCH_SIZE, AttackResult, EvasionAttack
+
+log = logging.getLogger("assay")
 
 Loss = Literal["margin", "ce"]
 _TINY = 1e-12
@@ -112,10 +116,21 @@ class Square(EvasionAttack):
     targeted : bool, default False - when True, ``y`` holds target classes.
     seed : int or None, default None - seeds every random choice (None: fresh randomness)
     batch_size : int or None, default None - split the inputs into batches of this size
+    fast_forward : bool or None, default None - screen the proposals on a faster copy of
+        the model that is not the same function (bfloat16 autocast,
+        :class:`assay.core.inference.ScreeningForward`): every proposal the copy would
+        keep is scored again on the model as given, and only the model's scores are
+        kept, compared and returned, so the copy can make the search miss a proposal but
+        never accept one or report a success. None: when timing shows the copy at most
+        0.8x the model's pass and the run long enough to pay (2 s); True: whenever the
+        copy agrees with the model on the first batch; False: never. A copy that keeps
+        being overruled is dropped with a warning. Not in the paper: a speed-up that
+        leaves every decision to the model.
 
     Shapes: ``x`` [N, C, H, W] in the model's bounds, ``y`` [N] int64; returns ``x_adv``
     like ``x`` (channels_last stays channels_last). ``queries`` counts every forward pass
-    per sample, at most ``N * (1 + n_restarts * n_queries)``.
+    per sample, at most ``N * (1 + n_restarts * n_queries)`` (a proposal scored on the
+    copy and again on the model counts once).
 
     Example
     -------
@@ -128,6 +143,8 @@ class Square(EvasionAttack):
     (True, torch.Size([8]))
     """
 
+    layout_copy = False  # query-only: the model as given sees every query
+
     constraints = {
         "eps": Float(low=0.0, low_open=True),
         "norm": Choice(("linf", "l2")),
@@ -138,12 +155,13 @@ class Square(EvasionAttack):
         "targeted": Bool(),
         "seed": Seed(),
         "batch_size": BATCH_SIZE,
+        "fast_forward": Optional(Bool()),
     }
 
     def __init__(self, *, eps: float, norm: Norm = "linf", n_queries: int = 5000,
                  p_init: float = 0.8, n_restarts: int = 1, loss: Loss = "margin",
                  targeted: bool = False, seed: int | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, fast_forward: bool | None = None) -> None:
         self.eps = self._validated("eps", eps)
         self.norm: Norm = self._validated("norm", norm)
         self.n_queries = self._validated("n_queries", n_queries)
@@ -153,6 +171,7 @@ class Square(EvasionAttack):
         self.targeted = self._validated("targeted", targeted)
         self.seed = self._validated("seed", seed)
         self.batch_size = self._validated("batch_size", batch_size)
+        self.fast_forward = self._validated("fast_forward", fast_forward)
 
     def _scores(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per sample: (the loss to minimise, whether the goal is reached)."""
@@ -241,6 +260,8 @@ class Square(EvasionAttack):
         gen = seeded_generator(self.seed, x.device)
         fmt = (torch.channels_last if not x.is_contiguous()
                and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+        screen = ScreeningForward(model, passes=self.n_queries * self.n_restarts,
+                                  enabled=self.fast_forward, owner="Square")
         with torch.no_grad():
             x_adv = x.detach().clone()
             success = self._achieved(model(x_adv), y)
@@ -254,7 +275,11 @@ class Square(EvasionAttack):
                 cur = self._start(x0, lo, hi, gen).contiguous(memory_format=fmt)
                 loss, done = self._scores(model(cur), lab)
                 queries += len(index)
-                state = dict(index=index, x0=x0, lab=lab, cur=cur, loss=loss)
+                # "loss": the model's own score of "cur"; "screened": the score it had on
+                # the screening copy when the copy accepted it (the copy's scores are
+                # compared only with each other: a copy's offset is not an improvement).
+                state = dict(index=index, x0=x0, lab=lab, cur=cur, loss=loss,
+                             screened=loss.clone())
                 for it in range(self.n_queries):
                     if bool(done.any()):  # record and drop the samples just broken
                         hit = state["index"][done]
@@ -268,13 +293,37 @@ class Square(EvasionAttack):
                     s = state
                     new = self._propose(s["x0"], s["cur"], it, lo, hi, gen)
                     new = new.contiguous(memory_format=fmt)
-                    new_loss, done = self._scores(model(new), s["lab"])
+                    new_loss, done = self._scores(screen(new), s["lab"])
                     queries += len(new)
-                    keep = (new_loss < s["loss"]) | done
-                    s["loss"] = torch.where(keep, new_loss, s["loss"])
+                    if screen.exact:
+                        keep = (new_loss < s["loss"]) | done
+                        s["screened"] = exact = torch.where(keep, new_loss, s["loss"])
+                    else:
+                        keep, exact, done = self._confirmed(model, screen, new, s, new_loss, done)
+                        s["screened"] = torch.where(keep, new_loss, s["screened"])
+                    s["loss"] = exact
                     s["cur"] = torch.where(keep.view(-1, 1, 1, 1), new, s["cur"])
                 rest, loss = state["index"], state["loss"]
                 lower = loss < best_loss[rest]
                 x_adv[rest[lower]] = state["cur"][lower]
                 best_loss[rest] = torch.minimum(loss, best_loss[rest])
+        log.debug("Square: proposals screened on: %s", screen.choice)
         return AttackResult(x_adv, success, queries)
+
+    def _confirmed(self, model: nn.Module, screen: ScreeningForward, new: Tensor,
+                   state: dict[str, Tensor], screened: Tensor,
+                   done: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Proposals screened on the copy: those it would keep (lower than its score of the
+        current point, or at the goal) scored again on the model. Returns (keep, the
+        model's loss of each kept point, done), decided by the model alone."""
+        rows = ((screened < state["screened"]) | done).nonzero().squeeze(1)
+        keep = torch.zeros_like(done)
+        done = torch.zeros_like(done)
+        loss = state["loss"].clone()
+        if len(rows):
+            exact, reached = self._scores(model(new[rows]), state["lab"][rows])
+            confirmed = (exact < loss[rows]) | reached
+            keep[rows], done[rows] = confirmed, reached & confirmed
+            loss[rows] = torch.where(confirmed, exact, loss[rows])
+            screen.confirm(len(rows), int(confirmed.sum()))
+        return keep, loss, done
