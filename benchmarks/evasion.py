@@ -9,7 +9,13 @@ CNN (Madry et al.'s MNIST net), trained with assay's one training loop
   PGD-AT through ``fit``'s ``loss_fn`` hook, eps ramped up over the first 20% of batches).
 
 Both state_dicts are cached in benchmarks/.cache/ (``--retrain`` trains again); training
-takes about 5 minutes for each on 2 CPU cores.
+takes about 5 minutes for each on 2 CPU cores. ``--data cifar10`` runs everything on
+CIFAR-10 instead, with the zoo ResNet ("normal": 3 epochs; "adv": 2 more epochs of 3-step
+PGD-AT) at Linf 8/255 (L2 0.5).
+
+``--bf16-experiment`` adds one row: assay's standard evaluation with every stage on a
+bfloat16 autocast copy of the net, its examples re-classified by the float32 net (what
+running the gradient stages in bf16 would buy and cost; assay does not do it).
 
 Part "pgd": PGD-20 (step 2.5 eps / 20, one random start) at Linf eps 0.3 (and with
 ``--norms linf,l2`` L2 eps 2.0) on ``--n-pgd`` test images: assay ``PGD``,
@@ -42,9 +48,9 @@ Usage (the peers are for benchmarking only, never assay dependencies:
 pip install --no-deps torchattacks  (it declares torchvision and would pull a CUDA torch);
 pip install adversarial-robustness-toolbox foolbox; --art-aa also needs multiprocess):
 
-    python benchmarks/evasion.py [--n-pgd 1000] [--n-aa 100] [--threads 2]
+    python benchmarks/evasion.py [--data mnist] [--n-pgd 1000] [--n-aa 100] [--threads 2]
         [--models normal,adv] [--parts pgd,aa] [--norms linf] [--fab-steps 100]
-        [--art-aa] [--markdown out.md] [--retrain]
+        [--art-aa] [--bf16-experiment] [--markdown out.md] [--retrain]
 """
 
 from __future__ import annotations
@@ -69,18 +75,38 @@ from assay.core.model import ModelWrapper
 from assay.core.training import TrainConfig, fit
 
 CACHE = Path(__file__).parent / ".cache"
-SHAPE, CLASSES = (1, 28, 28), 10
-EPS = {"linf": 0.3, "l2": 2.0}
 PGD_STEPS = 20
-# Training recipes (recorded next to the cached weights).
-NORMAL = dict(epochs=1, batch_size=128, lr=1e-3, optimizer="adam", seed=0)
-ADV = dict(epochs=2, batch_size=128, lr=1e-3, optimizer="adam", seed=0, eps=0.3, steps=3,
-           warmup=0.2, init="normal")
+# Per data set (--data): input shape, classes, zoo network, radii, training recipes
+# (recorded next to the cached weights). The CIFAR-10 nets are the zoo ResNet, trained
+# on the 50k training images ("normal": 3 epochs; "adv": 2 more with 3-step PGD-AT at
+# Linf 8/255), since the MNIST LeNet under-uses the CPU.
+DATASETS = {
+    "mnist": dict(shape=(1, 28, 28), arch="lenet", eps={"linf": 0.3, "l2": 2.0},
+                  normal=dict(epochs=1, batch_size=128, lr=1e-3, optimizer="adam", seed=0),
+                  adv=dict(epochs=2, batch_size=128, lr=1e-3, optimizer="adam", seed=0,
+                           eps=0.3, steps=3, warmup=0.2, init="normal")),
+    "cifar10": dict(shape=(3, 32, 32), arch="resnet", eps={"linf": 8 / 255, "l2": 0.5},
+                    normal=dict(epochs=3, batch_size=128, lr=1e-3, optimizer="adam", seed=0),
+                    adv=dict(epochs=2, batch_size=128, lr=1e-3, optimizer="adam", seed=0,
+                             eps=8 / 255, steps=3, warmup=0.2, init="normal")),
+}
+DATA = "mnist"  # set by --data
+SHAPE, CLASSES = (1, 28, 28), 10
+EPS = DATASETS["mnist"]["eps"]
+NORMAL, ADV = DATASETS["mnist"]["normal"], DATASETS["mnist"]["adv"]
+
+
+def use_data(name: str) -> None:
+    """Point the module's settings at the data set ``name``."""
+    global DATA, SHAPE, EPS, NORMAL, ADV
+    settings = DATASETS[name]
+    DATA, SHAPE, EPS = name, settings["shape"], settings["eps"]
+    NORMAL, ADV = settings["normal"], settings["adv"]
 
 
 # ----------------------------------------------------------------------------- setup
 def new_net() -> nn.Module:
-    return zoo.build("lenet", input_shape=SHAPE, num_classes=CLASSES, seed=0)
+    return zoo.build(DATASETS[DATA]["arch"], input_shape=SHAPE, num_classes=CLASSES, seed=0)
 
 
 @torch.no_grad()
@@ -109,7 +135,8 @@ def adversarial_loss(eps: float, steps: int, warmup_batches: int):
 
 def load_or_train(name: str, train, test, retrain: bool, nets: dict) -> tuple[nn.Module, dict]:
     """The trained net ``name`` and its training record, from the cache when possible."""
-    weights, record_path = CACHE / f"lenet-{name}.pt", CACHE / f"lenet-{name}.json"
+    arch = DATASETS[DATA]["arch"]
+    weights, record_path = CACHE / f"{arch}-{name}.pt", CACHE / f"{arch}-{name}.json"
     recipe = NORMAL if name == "normal" else ADV
     net = new_net()
     if not retrain and weights.exists() and record_path.exists():
@@ -284,8 +311,22 @@ def run_art_autoattack(net: nn.Module, x: Tensor, y: Tensor, eps: float, batch: 
     return torch.from_numpy(attack.generate(x.numpy(), y=y.numpy()))
 
 
+class Bf16Autocast(nn.Module):
+    """``net`` under bfloat16 autocast (float32 logits): not the same function as ``net``,
+    for the --bf16-experiment only."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.net(x).float()
+
+
 def part_aa(name: str, net: nn.Module, x: Tensor, y: Tensor, batch: int, fab_steps: int,
-            art_aa: bool, check_multiattack: bool) -> tuple[list[str], list[str]]:
+            art_aa: bool, check_multiattack: bool,
+            bf16_experiment: bool = False) -> tuple[list[str], list[str]]:
     eps = EPS["linf"]
     wrapper = ModelWrapper(net, num_classes=CLASSES, input_shape=SHAPE)
     res, ours = timed(lambda: evaluate_robustness(wrapper, x, y, eps=eps, norm="linf",
@@ -313,16 +354,31 @@ def part_aa(name: str, net: nn.Module, x: Tensor, y: Tensor, batch: int, fab_ste
         f"{n} {s / ours_stage[n]:.1f}" for n, a, _, s in stages
         if a and ours_stage.get(n, 0) > 0))
     print(details[-1], flush=True)
-    rows = [f"| {name} | standard eval. linf 0.3 | assay | {ours:.1f} | "
+    rows = [f"| {name} | standard eval. linf {eps:.3g} | assay | {ours:.1f} | "
             f"{res.robust_accuracy:.3f} | 1.0 |",
-            f"| {name} | standard eval. linf 0.3 | torchattacks (APGD 100 steps, FAB "
+            f"| {name} | standard eval. linf {eps:.3g} | torchattacks (APGD 100 steps, FAB "
             f"{fab_steps}) | {theirs:.1f} | {acc_ta:.3f} | {theirs / ours:.1f} |"]
+    if bf16_experiment:
+        # Every stage on a bf16 copy; the benchmark's own check classifies the examples on
+        # the float32 net, so only breaks the real model confirms count.
+        copy = ModelWrapper(Bf16Autocast(net), num_classes=CLASSES, input_shape=SHAPE)
+        res16, seconds = timed(lambda: evaluate_robustness(copy, x, y, eps=eps, norm="linf",
+                                                           mode="standard", seed=0,
+                                                           batch_size=batch))
+        acc16, _ = robust_accuracy(net, x, y, res16.x_adv, "linf", eps)
+        rows.append(f"| {name} | standard eval. linf {eps:.3g} | assay, every stage on bf16 "
+                    f"autocast (experiment; re-checked in float32) | {seconds:.1f} | "
+                    f"{acc16:.3f} | "
+                    f"{seconds / ours:.2f} |")
+        print(f"  [{name}] bf16 experiment: {seconds:.1f} s, robust accuracy re-checked in "
+              f"float32 {acc16:.3f} (on the copy: {res16.robust_accuracy:.3f}); torchattacks "
+              f"/ this: {theirs / seconds:.2f}", flush=True)
     if check_multiattack:
         from torchattacks import MultiAttack
         multi = MultiAttack([a for _, a in torchattacks_standard(net, eps, fab_steps)])
         x_ma, seconds = timed(lambda: batched(multi, x, y, batch))
         acc_ma, _ = robust_accuracy(net, x, y, x_ma, "linf", eps)
-        rows.append(f"| {name} | standard eval. linf 0.3 | torchattacks MultiAttack | "
+        rows.append(f"| {name} | standard eval. linf {eps:.3g} | torchattacks MultiAttack | "
                     f"{seconds:.1f} | {acc_ma:.3f} | {seconds / ours:.1f} |")
         print(f"  [{name}] torchattacks MultiAttack itself: {seconds:.1f} s, robust accuracy "
               f"{acc_ma:.3f}", flush=True)
@@ -334,7 +390,7 @@ def part_aa(name: str, net: nn.Module, x: Tensor, y: Tensor, batch: int, fab_ste
                              "(pip install multiprocess)") from None
         x_art, seconds = timed(lambda: run_art_autoattack(net, x, y, eps, batch))
         acc_art, _ = robust_accuracy(net, x, y, x_art, "linf", eps)
-        rows.append(f"| {name} | standard eval. linf 0.3 | ART AutoAttack (APGD-CE, "
+        rows.append(f"| {name} | standard eval. linf {eps:.3g} | ART AutoAttack (APGD-CE, "
                     f"APGD-DLR, Square) | {seconds:.1f} | {acc_art:.3f} | "
                     f"{seconds / ours:.1f} |")
         print(f"  [{name}] ART AutoAttack: {seconds:.1f} s, robust accuracy {acc_art:.3f}",
@@ -345,6 +401,7 @@ def part_aa(name: str, net: nn.Module, x: Tensor, y: Tensor, batch: int, fab_ste
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="mnist", choices=sorted(DATASETS))
     parser.add_argument("--n-pgd", type=int, default=1000)
     parser.add_argument("--n-aa", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
@@ -356,6 +413,9 @@ def main() -> None:
                         help="FAB-T steps on the torchattacks side (original AutoAttack: 100; "
                              "torchattacks' AutoAttack: its default 10)")
     parser.add_argument("--art-aa", action="store_true", help="also run ART's AutoAttack")
+    parser.add_argument("--bf16-experiment", action="store_true",
+                        help="also run assay's standard evaluation with every stage on a "
+                             "bf16 autocast copy (re-checked in float32)")
     parser.add_argument("--check-multiattack", action="store_true",
                         help="also run torchattacks' MultiAttack object itself")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
@@ -369,12 +429,13 @@ def main() -> None:
     parts = [p for p in args.parts.split(",") if p]
     norms = [n for n in args.norms.split(",") if n]
 
+    use_data(args.data)
     root = data_root()
-    test = load_data("mnist:test", data_root=root)
-    train = lazy_data("mnist:train", root)
+    test = load_data(f"{args.data}:test", data_root=root)
+    train = lazy_data(f"{args.data}:train", root)
 
     nets: dict = {}
-    facts = [f"MNIST, {machine()}"]
+    facts = [f"{args.data}, {machine()}"]
     for name in models:
         net, record = load_or_train(name, train, test, args.retrain, nets)
         nets[name] = (net, record)
@@ -402,7 +463,8 @@ def main() -> None:
         if "aa" in parts:
             x, y = test.x[:args.n_aa], test.y[:args.n_aa]
             more_rows, more = part_aa(name, net, x, y, args.batch_size, args.fab_steps,
-                                      args.art_aa, args.check_multiattack)
+                                      args.art_aa, args.check_multiattack,
+                                      args.bf16_experiment)
             rows += more_rows
             details += more
     if not rows:

@@ -92,7 +92,8 @@ def test_apgdt_wide_breaks_what_the_targets_break_one_by_one(digits, digits_mode
     _, test = digits
     x, y = test.x[:200], test.y[:200]
     eps, steps = 0.1, 20
-    wide = APGDT(eps=eps, n_iter=steps, n_target_classes=3, seed=0).run(digits_model, x, y)
+    wide = APGDT(eps=eps, n_iter=steps, n_target_classes=3, seed=0, wide=True).run(
+        digits_model, x, y)
     assert float(distance(wide.x_adv, x, "linf").max()) <= eps * (1 + 1e-5)
     assert torch.equal(wide.success, digits_model.predict(wide.x_adv) != y)
     broken = torch.zeros(len(x), dtype=torch.bool)
@@ -110,11 +111,32 @@ def test_apgdt_with_one_target_is_apgd_at_rank_two(digits, digits_model):
     from assay.attacks.evasion import APGDT
     _, test = digits
     x, y = test.x[:100], test.y[:100]
-    wide = APGDT(eps=0.1, n_iter=10, n_target_classes=1, seed=3).run(digits_model, x, y)
     one = APGD(eps=0.1, n_iter=10, loss="dlr-targeted", target_class_rank=2, seed=3).run(
         digits_model, x, y)
-    assert torch.equal(wide.success, one.success)
-    assert torch.allclose(wide.x_adv, one.x_adv) and wide.queries == one.queries
+    for wide in (True, False):
+        run = APGDT(eps=0.1, n_iter=10, n_target_classes=1, seed=3, wide=wide).run(
+            digits_model, x, y)
+        assert torch.equal(run.success, one.success)
+        assert torch.allclose(run.x_adv, one.x_adv) and run.queries == one.queries
+
+
+def test_apgdt_one_target_after_another_is_the_sequential_sweep(digits, digits_model):
+    """wide=False (the CPU default) runs the ranks in turn on the samples still robust,
+    as AutoAttack does: exactly APGD at each rank on what the earlier ranks left."""
+    from assay.attacks.evasion import APGDT
+    _, test = digits
+    x, y = test.x[:150], test.y[:150]
+    sweep = APGDT(eps=0.1, n_iter=10, n_target_classes=3, seed=0, wide=False).run(
+        digits_model, x, y)
+    broken = torch.zeros(len(x), dtype=torch.bool)
+    queries = len(x)  # the clean pass that ranks the classes
+    for rank in (2, 3, 4):
+        index = (~broken).nonzero().squeeze(1)
+        one = APGD(eps=0.1, n_iter=10, loss="dlr-targeted", target_class_rank=rank,
+                   seed=0).run(digits_model, x[index], y[index])
+        broken[index[one.success]] = True
+        queries += one.queries - len(index)  # each APGD run ranks the classes again
+    assert torch.equal(sweep.success, broken) and sweep.queries == queries
 
 
 def test_apgdt_refuses_a_model_of_three_classes():

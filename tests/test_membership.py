@@ -383,3 +383,17 @@ def test_rmia_tunes_a_on_a_reference_model_playing_the_target():
         tune_offline_a(RMIA(), paired[:, x], others[:, :, x], others_keep[:, x],
                        torch.ones(len(x), dtype=torch.bool), paired[:, z], others[:, :, z],
                        others_keep[:, z])
+
+
+def test_threshold_scores_keep_the_order_of_confident_samples():
+    """In float32, log p_y of every sample with p_y above 1 - 6e-8 is exactly 0: the most
+    confident members tied, and the TPR at a low FPR fell to 0."""
+    logits = torch.tensor([[20.0, 0.0], [25.0, 0.0], [30.0, 0.0], [5.0, 0.0]])
+    y = torch.zeros(4, dtype=torch.long)
+    for attack in ("loss", "confidence", "entropy"):
+        scores = threshold_scores(logits, y, attack)
+        assert scores.dtype == torch.float64
+        assert scores[2] > scores[1] > scores[0] > scores[3], attack
+    assert torch.allclose(threshold_scores(logits, y, "loss"),
+                          -torch.nn.functional.cross_entropy(logits.double(), y,
+                                                             reduction="none"))

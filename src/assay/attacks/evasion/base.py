@@ -129,7 +129,7 @@ class EvasionAttack(Configured):
         if self.layout_copy and gains_from_channels_last(model, x):
             model = channels_last_copy(model)
         with eval_mode(model):
-            step = self._samples_per_pass(len(x))
+            step = self._samples_per_pass(x)
             parts = [self._run(model, x[i:i + step], y[i:i + step].to(x.device), lo, hi)
                      for i in range(0, len(x), step)]
         if not parts:
@@ -138,9 +138,9 @@ class EvasionAttack(Configured):
                             torch.cat([p.success for p in parts]),
                             sum(p.queries for p in parts))
 
-    def _samples_per_pass(self, n: int) -> int:
-        """How many of the ``n`` inputs one call of ``_run`` gets."""
-        return self.batch_size or max(n, 1)
+    def _samples_per_pass(self, x: Tensor) -> int:
+        """How many of the inputs ``x`` one call of ``_run`` gets."""
+        return self.batch_size or max(len(x), 1)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, lo: float,
              hi: float) -> AttackResult:

@@ -11,6 +11,12 @@ Every score is higher for a sample the model fits better (a member, more likely)
   (Carlini et al., "Membership Inference Attacks From First Principles", S&P 2022),
   computed from the logits as z_y - logsumexp_{j != y} z_j, which stays finite where p
   rounds to 1.
+
+``loss`` and ``confidence`` are both scored as log p_y = -softplus(-phi) in float64 (the
+same order as the loss and as p_y): in float32 every sample with p_y above 1 - 6e-8
+scores exactly 0, so a fitted model's most confident members all tie, and the TPR at a
+low FPR (where only those samples count) came out 0 where phi's order gave 0.3-0.4%.
+``entropy`` is computed in float64 for the same reason.
 """
 
 from __future__ import annotations
@@ -35,18 +41,21 @@ Query = Callable[[Tensor], Tensor]
 
 def threshold_scores(logits: Tensor, y: Tensor,
                      attack: Literal["loss", "confidence", "entropy"]) -> Tensor:
-    """The score [N] of a threshold attack on logits [N, K] and labels [N]."""
-    log_p = F.log_softmax(logits.float(), dim=1)
-    if attack == "loss":
-        return -F.nll_loss(log_p, y, reduction="none")
-    if attack == "confidence":
-        return log_p.gather(1, y[:, None]).squeeze(1).exp()
+    """The score [N] (float64) of a threshold attack on logits [N, K] and labels [N]:
+    log p_y for "loss" and "confidence" (their common order, free of float32 ties), minus
+    the entropy for "entropy"."""
+    logits = logits.double()
+    if attack in ("loss", "confidence"):
+        return -F.softplus(-logit_confidence(logits, y))
+    log_p = F.log_softmax(logits, dim=1)
     return (log_p.exp() * log_p).sum(1)  # minus the entropy
 
 
 def logit_confidence(logits: Tensor, y: Tensor) -> Tensor:
-    """phi = log(p_y / (1 - p_y)) [N] for logits [N, K] and labels [N]."""
-    logits = logits.float()
+    """phi = log(p_y / (1 - p_y)) [N] for logits [N, K] and labels [N] (float32, or
+    float64 for float64 logits)."""
+    if logits.dtype != torch.float64:
+        logits = logits.float()
     true = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf"))
     return true - torch.logsumexp(others, dim=1)
