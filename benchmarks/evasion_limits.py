@@ -8,8 +8,9 @@ APGD-CE, APGD-T and FAB-T need) and forward only (what Square needs):
 - eager: the model as given (float32, NCHW weights), what the peers run;
 - channels_last: the copy ``evaluate_robustness`` attacks on CPU (float32);
 - frozen trace: TorchScript, frozen and optimised for inference (forward only);
-- bf16 autocast: the channels_last copy under bfloat16 autocast (not the same function:
-  Square may only screen on it, see ``ScreeningForward``);
+- bf16 autocast: the channels_last copy under bfloat16 autocast, and bf16 weights: a
+  copy of it with bfloat16 weights (not the same function: Square may only screen on
+  them, see ``ScreeningForward``, which tries the weights copy first);
 - torch.compile (``--compile``): inductor, float32.
 
 Part "stages": ``evaluate_robustness(mode="standard")`` on ``--n`` MNIST test images at
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 from _machine import data_root, lazy_data, machine
 from assay.attacks.evasion.evaluation import evaluate_robustness
 from assay.core import zoo
-from assay.core.inference import bf16_autocast, channels_last_copy, frozen_trace
+from assay.core.inference import bf16_autocast, bf16_copy, channels_last_copy, frozen_trace
 from assay.core.model import ModelWrapper
 
 GRADIENT_STAGES = ("APGD-CE", "APGD-T", "FAB-T")
@@ -64,7 +65,8 @@ def forms(net: nn.Module, sample: Tensor, compile_too: bool) -> dict[str, tuple[
     cl = channels_last_copy(net)
     out: dict[str, tuple[str, Callable]] = {"eager": ("fp32", net),
                                             "channels_last": ("fp32", cl),
-                                            "bf16 autocast": ("bf16", bf16_autocast(cl))}
+                                            "bf16 autocast": ("bf16", bf16_autocast(cl)),
+                                            "bf16 weights": ("bf16", bf16_copy(cl))}
     if compile_too:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -142,7 +144,7 @@ def stage_table(net: nn.Module, n: int, batch: int, repeats: int, compile_too: b
     # (APGD-T runs its targets one after another there; see APGDT's ``wide``).
     widths = sorted({min(batch, max(s.attacked, 1)) for s in result.stages})
     costs = pass_table(net, (1, 28, 28), widths, repeats, compile_too)
-    fp32 = {name for (_, name, _) in costs if name not in ("bf16 autocast",)}
+    fp32 = {name for (_, name, _) in costs if not name.startswith("bf16")}
     print("\n| stage | attacked | queries | seconds | limit form | limit (s) | "
           "seconds / limit |")
     print("|---|---:|---:|---:|---|---:|---:|")

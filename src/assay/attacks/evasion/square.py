@@ -117,7 +117,7 @@ class Square(EvasionAttack):
     seed : int or None, default None - seeds every random choice (None: fresh randomness)
     batch_size : int or None, default None - split the inputs into batches of this size
     fast_forward : bool or None, default None - screen the proposals on a faster copy of
-        the model that is not the same function (bfloat16 autocast,
+        the model that is not the same function (a bfloat16 copy,
         :class:`assay.core.inference.ScreeningForward`): every proposal the copy would
         keep is scored again on the model as given, and only the model's scores are
         kept, compared and returned, so the copy can make the search miss a proposal but
