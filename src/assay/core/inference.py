@@ -204,6 +204,19 @@ def channels_last_copy(model: nn.Module) -> nn.Module:
         return model
 
 
+def logits_agree(got: Tensor, reference: Tensor, tolerance: float) -> tuple[bool, float]:
+    """Whether a copy's logits ``got`` agree with the model's ``reference``: the same
+    shape and argmax on every row, and no logit further than ``tolerance`` times
+    ``1 + max |reference|``; with the largest gap."""
+    if got.shape != reference.shape:
+        return False, float("inf")
+    if not reference.numel():
+        return True, 0.0
+    gap = float((got - reference).abs().max())
+    scale = 1.0 + float(reference.abs().max())
+    return gap <= tolerance * scale and torch.equal(got.argmax(1), reference.argmax(1)), gap
+
+
 def compile_for_inference(model: nn.Module, batch: Tensor,
                           owner: str) -> tuple[Callable[[Tensor], Tensor], Tensor]:
     """A forward function for inputs shaped like ``batch`` and the logits of ``batch``.
@@ -223,10 +236,8 @@ def compile_for_inference(model: nn.Module, batch: Tensor,
         compiled = frozen_trace(model, batch)
         with torch.no_grad():
             got = compiled(batch)
-        scale = 1.0 + float(reference.abs().max()) if reference.numel() else 1.0
-        gap = float((got - reference).abs().max()) if reference.numel() else 0.0
-        if gap > _AGREEMENT_TOLERANCE * scale or not torch.equal(got.argmax(1),
-                                                                  reference.argmax(1)):
+        agrees, gap = logits_agree(got, reference, _AGREEMENT_TOLERANCE)
+        if not agrees:
             raise RuntimeError(f"compiled logits differ from the model's by {gap:.3g}")
     except Exception as error:  # an untraceable or unsupported operation, a mismatch
         first_line = (str(error).strip().splitlines() or [""])[0][:200]
@@ -438,14 +449,11 @@ class ScreeningForward:
     def _try_copies(self, batch: Tensor, reference: Tensor) -> None:
         self._stage = "fixed"
         device_type = model_device(self.model, batch.device).type
-        scale = 1.0 + float(reference.abs().max()) if reference.numel() else 1.0
         for name, form in SCREENING_FORMS.items():
             try:
                 copy_forward = form(self.model, device_type)
-                got = copy_forward(batch)
-                gap = float((got - reference).abs().max()) if reference.numel() else 0.0
-                agrees = (got.shape == reference.shape and gap <= _SCREENING_TOLERANCE * scale
-                          and torch.equal(got.argmax(1), reference.argmax(1)))
+                agrees, gap = logits_agree(copy_forward(batch), reference,
+                                           _SCREENING_TOLERANCE)
             except Exception as error:  # a form this model or device does not support
                 log.debug("%s: %s unavailable: %s", self.owner, name, error)
                 continue

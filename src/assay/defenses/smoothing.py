@@ -71,7 +71,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._params import check_float, check_int
-from ..core.inference import (AutoCompiledForward, channels_last_copy, eval_mode, has_conv2d,
+from ..core.inference import (AutoCompiledForward, channels_last_copy, eval_mode,
+                              gains_from_channels_last,
                               model_device)
 from ..core.progress import progress_bar
 from ..core.rng import seeded_generator
@@ -256,7 +257,7 @@ class SmoothedClassifier:
         n_phases = len(phases)
         use_cl = self.channels_last
         if use_cl is None:
-            use_cl = x.ndim == 4 and device.type == "cpu" and has_conv2d(model)
+            use_cl = gains_from_channels_last(model, x)
         total = len(x) * per_input
         use_compile = self.compile
         if use_compile is None and device.type != "cpu":

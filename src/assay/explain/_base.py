@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from .._params import Configured, Constraint, Float
 from ..attacks.evasion.base import BATCH_SIZE, check_attack_inputs
 from ..core.inference import (batched_logits, batched_predict, channels_last_copy, check_logits,
-                              eval_mode, has_conv2d, map_batches, model_device)
+                              eval_mode, gains_from_channels_last, map_batches,
+                              model_device)
 from ..errors import AssayValueError
 from ..registry import Registry
 
@@ -74,7 +75,7 @@ class Explainer(Configured):
         target = resolve_target(model, x, target, owner, self.batch_size)
         fast = model
         xd = x.detach().to(device)
-        if xd.ndim == 4 and device.type == "cpu" and has_conv2d(model):
+        if gains_from_channels_last(model, xd):
             fast = channels_last_copy(model)
             xd = xd.contiguous(memory_format=torch.channels_last)
         if len(x) == 0:

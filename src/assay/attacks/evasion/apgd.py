@@ -155,23 +155,23 @@ class APGD(EvasionAttack):
         grad, = torch.autograd.grad(loss.sum(), point)
         return loss.detach(), grad.detach(), logits.detach()
 
-    def _goals(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The labels the loss moves away from [n] and the targets it moves towards
-        ([R, n], one row per target class tried, or None), for the samples ``x``."""
+    def _goals(self, model: nn.Module, x: Tensor,
+               y: Tensor) -> tuple[Tensor, Tensor | None, int]:
+        """The labels the loss moves away from [n], the targets it moves towards ([R, n],
+        one row per target class tried, or None) for the samples ``x``, and the queries
+        spent finding them."""
         if not (self.targeted or self.target_class_rank is not None):
-            if self.loss == "dlr":
-                with torch.no_grad():
-                    classes = model(x[:1]).shape[1]
-                if classes < 3:
-                    raise AssayValueError(f"APGD: loss 'dlr' needs at least 3 classes; the "
-                                          f"model has {classes}.")
-            return y, None
+            if self.loss != "dlr":
+                return y, None, 0
+            with torch.no_grad():
+                self._require_classes(model(x[:1]).shape[1], 0)
+            return y, None, 1
         with torch.no_grad():
             clean = model(x)
         self._require_classes(clean.shape[1], self.target_class_rank or 0)
         if self.targeted:
-            return clean.argmax(dim=1), y[None]
-        return y, self._ranked(clean, [self.target_class_rank or 2])
+            return clean.argmax(dim=1), y[None], len(x)
+        return y, self._ranked(clean, [self.target_class_rank or 2]), len(x)
 
     def _require_classes(self, classes: int, rank: int) -> None:
         need = max({"ce": 2, "dlr": 3, "dlr-targeted": 4}[self.loss], rank)
@@ -190,10 +190,7 @@ class APGD(EvasionAttack):
         if self.eps == 0 or len(x) == 0:
             with torch.no_grad():
                 return AttackResult(x.detach().clone(), self._achieved(model(x), y), len(x))
-        label, targets = self._goals(model, x, y)
-        queries = len(x) if targets is not None else 0
-        if targets is None and self.loss == "dlr":
-            queries = 1
+        label, targets, queries = self._goals(model, x, y)
         result = self._search(model, x, label, targets, lo, hi)
         return AttackResult(result.x_adv, result.success, result.queries + queries)
 
@@ -381,9 +378,10 @@ class APGDT(APGD):
             success[index] = one.success
         return AttackResult(x_adv, success, queries)
 
-    def _goals(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _goals(self, model: nn.Module, x: Tensor,
+               y: Tensor) -> tuple[Tensor, Tensor | None, int]:
         with torch.no_grad():
             clean = model(x)
         self._require_classes(clean.shape[1], 0)
         count = min(self.n_target_classes, clean.shape[1] - 1)
-        return y, self._ranked(clean, list(range(2, count + 2)))
+        return y, self._ranked(clean, list(range(2, count + 2))), len(x)

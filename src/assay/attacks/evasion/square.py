@@ -323,7 +323,7 @@ class Square(EvasionAttack):
         if len(rows):
             exact, reached = self._scores(model(new[rows]), state["lab"][rows])
             confirmed = (exact < loss[rows]) | reached
-            keep[rows], done[rows] = confirmed, reached & confirmed
+            keep[rows], done[rows] = confirmed, reached
             loss[rows] = torch.where(confirmed, exact, loss[rows])
             screen.confirm(len(rows), int(confirmed.sum()))
         return keep, loss, done
