@@ -11,15 +11,17 @@ optimizer step; data loading and evaluation left out) of the zoo's ``lenet`` on
 and each private/non-private ratio. Issue 14: Opacus hooks measured 8.6x slower than
 non-private on this CPU; goal: assay at most 3x.
 
-Accuracy: ``lenet`` trained with ``train_dp_sgd`` at delta 1e-5 to each epsilon of
-``--epsilons`` (noise calibrated by the RDP accountant; Opacus's accountant's epsilon for
-the same run printed beside it), test accuracy and training time. Without ``--full``: on
-``--n-train`` images for ``--epochs`` epochs, one run (a smoke test); with ``--full``: the
-60,000 training and 10,000 test images, ``--runs`` runs (default 10) a target, their mean.
+Accuracy: ``--arch`` (default ``lenet``) trained with ``train_dp_sgd`` at delta 1e-5 to
+each epsilon of ``--epsilons`` (noise calibrated by the RDP accountant; Opacus's
+accountant's epsilon for the same run printed beside it), test accuracy and training
+time. Without ``--full``: on ``--n-train`` images for ``--epochs`` epochs, one run (a smoke
+test); with ``--full``: the 60,000 training and 10,000 test images, ``--runs`` runs
+(default 10) a target, their mean.
 Opacus's published MNIST figures: 94.63% at epsilon 1.16, 96.78% at 2.91, 97.09% at 6.86.
 
 Usage: python benchmarks/dp_sgd.py [--full] [--speed-images 10000] [--batch-size 256]
        [--epochs 15] [--runs 10] [--epsilons 1.16 2.91 6.86] [--threads 1]
+       [--arch lenet|small_cnn] [--optimizer adam|sgd] [--lr 1e-3]
 MNIST is read from $ASSAY_DATA_DIR (default ../shared/data).
 """
 
@@ -121,13 +123,13 @@ def accuracy(args) -> None:
     test = load_data(f"mnist:test:{n_test}", data_root=root)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=args.optimizer, lr=args.lr)
-    print(f"\naccuracy: lenet on {len(train)} MNIST images, {args.epochs} epochs, expected "
+    print(f"\naccuracy: {args.arch} on {len(train)} MNIST images, {args.epochs} epochs, expected "
           f"batch {args.batch_size}, clip {args.clip}, {args.optimizer} lr {args.lr}, "
           f"delta {DELTA:g}, {runs} run(s) a target, tested on {len(test)} images")
     for target in args.epsilons:
         scores, seconds = [], []
         for run in range(runs):
-            net = lenet()
+            net = zoo.build(args.arch, input_shape=(1, 28, 28), num_classes=10, seed=0)
             started = time.perf_counter()
             result = train_dp_sgd(net, train, epsilon=target, delta=DELTA,
                                   max_grad_norm=args.clip, config=config, seed=run,
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--arch", default="lenet", help="the accuracy runs' zoo network")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
     args = parser.parse_args()

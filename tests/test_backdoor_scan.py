@@ -9,7 +9,6 @@ import torch
 from assay.attacks.poisoning import BadNets
 from assay.audit.plan import plan_from_dict
 from assay.audit.runner import run_audit
-from assay.checks.backdoor import trojan_probability
 from assay.cli import main
 from assay.core import zoo
 from assay.core.loaders import load_digits
@@ -19,9 +18,10 @@ from assay.core.threads import using_threads
 from assay.core.training import TrainConfig, fit
 from assay.errors import AssayValueError
 
-# On 8x8 digits the classes' natural triggers already spread (a clean model's anomaly index
-# reaches 2.7 on 300 images), so these tests flag at 3; the trojaned model scores 3.9.
-PLAN = {"checks": [{"name": "backdoor_scan", "params": {"steps": 300, "threshold": 3.0},
+# On 8x8 digits the trojaned model's anomaly index is 3.9 and its margin p-value 0; the
+# clean model's are 1.9 and 0.0013 (the margin scan alone would flag it; the logistic
+# of both does not).
+PLAN = {"checks": [{"name": "backdoor_scan", "params": {"steps": 300},
                     "gates": ["trojan_probability <= 0.5"]}]}
 
 
@@ -52,13 +52,17 @@ def test_the_gate_fails_on_a_trojaned_model_and_passes_on_a_clean_one(models):
     assert clean.status == "pass" and clean.metrics["suspected_target"] == -1.0
     assert len(trojaned.galleries[0].images) == 10
     assert trojaned.metrics["mask_l1@3"] < 0.5 * trojaned.metrics["mask_l1@0"]
+    assert trojaned.metrics["margin_p_value"] < 1e-3
+    margins = {k: v for k, v in trojaned.metrics.items() if k.startswith("max_margin@")}
+    assert max(margins, key=margins.get) == "max_margin@3" and len(margins) == 10
+    assert clean.metrics["trojan_probability"] < 0.5 and len(trojaned.plots) == 2
 
 
 def test_the_cli_scans_a_model_file(models, tmp_path):
     path = save_network(models["trojaned"], tmp_path / "vendor.safetensors")
     plan = tmp_path / "plan.toml"
     plan.write_text('[[checks]]\nname = "backdoor_scan"\n'
-                    'params = { steps = 300, threshold = 3.0 }\n'
+                    'params = { steps = 300 }\n'
                     'gates = ["trojan_probability <= 0.5"]\n')
     out = tmp_path / "report"
     code = main(["audit", "--model", str(path), "--arch", "small_cnn", "--data", "digits:test",
@@ -66,12 +70,6 @@ def test_the_cli_scans_a_model_file(models, tmp_path):
     assert code == 1
     report = json.loads((out / "report.json").read_text())
     assert report["checks"][0]["metrics"]["suspected_target"] == 3
-
-
-def test_the_probability_is_a_logistic_of_the_anomaly_index():
-    assert trojan_probability(2.0) == 0.5
-    assert trojan_probability(3.0) == pytest.approx(0.8808, abs=1e-4)
-    assert trojan_probability(1.0) == pytest.approx(0.1192, abs=1e-4)
 
 
 def test_tabular_data_and_two_classes_are_refused_before_work(models):
@@ -102,7 +100,7 @@ def test_assay_attack_backdoor_writes_a_trojaned_model_and_its_trigger(tmp_path,
     plan = tmp_path / "plan.toml"
     trigger = tmp_path / "trojan.safetensors.trigger.json"
     plan.write_text('[[checks]]\nname = "backdoor_scan"\n'
-                    f'params = {{ steps = 300, threshold = 3.0, trigger = "{trigger}" }}\n'
+                    f'params = {{ steps = 300, trigger = "{trigger}" }}\n'
                     'gates = ["target_found >= 1"]\n')
     report = tmp_path / "report"
     assert main(["audit", "--model", str(out), "--arch", "small_cnn", "--data", "digits:test",
@@ -122,7 +120,7 @@ def test_assay_harden_backdoor_unlearns_the_trigger(models, tmp_path):
     path = save_network(models["trojaned"], tmp_path / "trojan.safetensors")
     plan = tmp_path / "plan.toml"
     plan.write_text('[[checks]]\nname = "backdoor_scan"\n'
-                    'params = { steps = 300, threshold = 3.0 }\n')
+                    'params = { steps = 300 }\n')
     out = tmp_path / "clean.safetensors"
     with using_threads(1):
         code = main(["harden", "backdoor", "--model", str(path), "--arch", "small_cnn",
@@ -167,3 +165,16 @@ def test_class_groups_find_the_triggers_of_one_search(models):
     model = ModelWrapper(models["trojaned"], num_classes=10, input_shape=(1, 8, 8))
     check = run_audit(model, data, plan, progress=False).checks[0]
     assert check.metrics["anomaly_index"] == pytest.approx(whole.anomaly_index, abs=1e-3)
+
+
+def test_a_stored_margin_piece_is_read_back_or_refused():
+    from assay.checks.backdoor import _margins_from_piece
+    from assay.defenses.backdoor import MaxMargin, margin_p_value
+
+    margins = torch.tensor([3.0, 4.0, 3.5, 20.0, 3.2], dtype=torch.float64)
+    scan = _margins_from_piece({"margins": margins, "seconds_per_class": 0.5}, MaxMargin())
+    assert scan.p_value == margin_p_value(margins) and scan.suspected_target == 3
+    for bad in ({"margins": torch.ones(2, 5), "seconds_per_class": 0.5},
+                {"margins": torch.ones(2), "seconds_per_class": 0.5}, {"margins": [1.0]}):
+        with pytest.raises((ValueError, KeyError)):
+            _margins_from_piece(bad, MaxMargin())
