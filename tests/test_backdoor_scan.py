@@ -19,8 +19,8 @@ from assay.core.training import TrainConfig, fit
 from assay.errors import AssayValueError
 
 # On 8x8 digits the trojaned model's anomaly index is 3.9 and its margin p-value 0; the
-# clean model's are 1.9 and 0.0013 (the margin scan alone would flag it; the logistic
-# of both does not).
+# clean model's are 1.9 and 0.0013 (the margin scan alone flags it; the logistic of both
+# does not).
 PLAN = {"checks": [{"name": "backdoor_scan", "params": {"steps": 300},
                     "gates": ["trojan_probability <= 0.5"]}]}
 
@@ -49,7 +49,11 @@ def test_the_gate_fails_on_a_trojaned_model_and_passes_on_a_clean_one(models):
     assert trojaned.status == "fail" and trojaned.metrics["suspected_target"] == 3.0
     assert trojaned.metrics["trojan_probability"] > 0.5
     assert any(f.code == "trojan_suspected" for f in trojaned.findings)
-    assert clean.status == "pass" and clean.metrics["suspected_target"] == -1.0
+    # the clean model passes the gate; the margin scan alone flags it (p 0.0013), which
+    # the check says in a warning rather than passing it in silence
+    assert not clean.failed_gates and clean.metrics["suspected_target"] == -1.0
+    assert clean.status == "warn" and [f.code for f in clean.findings] == ["scanner_flag"]
+    assert clean.findings[0].message.startswith("The margin scan flags class 2, but")
     assert len(trojaned.galleries[0].images) == 10
     assert trojaned.metrics["mask_l1@3"] < 0.5 * trojaned.metrics["mask_l1@0"]
     assert trojaned.metrics["margin_p_value"] < 1e-3

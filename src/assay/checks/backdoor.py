@@ -185,6 +185,16 @@ def _verdict_finding(probability: float, target: int, trigger: TriggerScan,
         return Finding("warn", "trojan_suspected", (
             f"A backdoor to class {names[target]} is likely (trojan probability "
             f"{probability:.2f}): {said}."))
+    alone = ([f"Neural Cleanse flags class {names[k]}" for k in trigger.flagged]
+             + ([f"the margin scan flags class {names[margin.suspected_target]}"]
+                if margin.suspected_target >= 0 else []))
+    if alone:  # below the calibrated 0.5, but not nothing: say so, never a silent pass
+        flags = "; ".join(alone)
+        return Finding("warn", "scanner_flag", (
+            f"{flags[0].upper()}{flags[1:]}, but both scanners' evidence gives a trojan "
+            f"probability of only {probability:.2f}: {said}. One scanner alone also flags "
+            "some clean models; take it as a lead to follow (more 'steps', more clean "
+            "images), not as a clean bill."))
     return Finding("info", "no_trojan_found", (
         f"No class stands out (trojan probability {probability:.2f}): {said}. Input-specific "
         "or adaptive triggers can evade both scanners."))
