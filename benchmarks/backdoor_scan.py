@@ -1,15 +1,16 @@
 """A population of models for the ``backdoor_scan`` check: half clean, half trojaned.
 
 ``--models`` (default 24) zoo ``small_cnn`` models are trained by one recipe (Adam 1e-3,
-batch 128, ``--epochs`` default 15, all 60,000 MNIST training images). Model i uses seed
-i. Odd models are trojaned at rate 0.1; trojan j (the j-th odd model) has:
+batch 128, ``--epochs`` default 15, all 60,000 training images of ``--data``, MNIST or
+Fashion-MNIST). Model i, from ``--first`` (default 0) on, uses seed i. Odd models are
+trojaned at rate 0.1; trojan j (the j-th odd model) has:
 - the attack cycling over BadNets, Blended and WaNet;
 - the target ``(3 j + 1) mod 10``, so every class is a target;
 - BadNets' patch 3, 4 or 5 pixels in a cycling corner; Blended's alpha 0.2 or 0.15 and
   its own pattern; WaNet's strength 0.5 or 1.0 and its own field.
 BadNets and Blended poison a fixed set. WaNet poisons every batch afresh
-(``WaNet.poison_batch``, the paper's attacker): a fixed warped set is not learnt by this
-recipe (docs/benchmarks.md, "Attacks on MNIST"). Trained models are cached in
+(``WaNet.poison_batch``, the paper's attacker): a fixed warped set is learnt more slowly
+and less stably (docs/benchmarks.md, "Attacks on MNIST"). Trained models are cached in
 benchmarks/.cache/population/ with their clean accuracy and attack success rate.
 
 The check scores each model on the first 500 test images with its default settings
@@ -25,8 +26,8 @@ population). ``--fit`` prints the logistic fitted to all models, the coefficient
 ships. ``--time-groups`` times Neural Cleanse batched (one search of all classes) against
 sequential (one class per search) on the first model.
 
-    python benchmarks/backdoor_scan.py [--models 24] [--epochs 15] [--threads 2] [--fit]
-        [--time-groups] [--retrain]
+    python benchmarks/backdoor_scan.py [--data mnist|fashion] [--models 24] [--first 0]
+        [--epochs 15] [--threads 2] [--fit] [--time-groups] [--retrain]
 """
 
 from __future__ import annotations

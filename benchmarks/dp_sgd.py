@@ -18,6 +18,9 @@ time. Without ``--full``: on ``--n-train`` images for ``--epochs`` epochs, one r
 test); with ``--full``: the 60,000 training and 10,000 test images, ``--runs`` runs
 (default 10) a target, their mean.
 Opacus's published MNIST figures: 94.63% at epsilon 1.16, 96.78% at 2.91, 97.09% at 6.86.
+``--arch dp_cnn --optimizer sgd --lr 0.05`` (the zoo's tanh CNN of Papernot et al. 2021,
+SGD with momentum 0.9) is the recipe docs/benchmarks.md reports; LeNet's 3.2M weights
+and small_cnn's 160k leave DP noise too much to drown.
 
 Usage: python benchmarks/dp_sgd.py [--full] [--speed-images 10000] [--batch-size 256]
        [--epochs 15] [--runs 10] [--epsilons 1.16 2.91 6.86] [--threads 1]

@@ -10,8 +10,19 @@ from assay.errors import AssayValueError
 @pytest.mark.parametrize("name", sorted(zoo.ARCHITECTURES))
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_every_architecture_builds_for_each_shape(name, shape):
+    if name == "dp_cnn" and shape[1] < 16:
+        with pytest.raises(AssayValueError, match="at least 16 x 16"):
+            zoo.build(name, input_shape=shape, num_classes=7)
+        return
     net = zoo.build(name, input_shape=shape, num_classes=7, seed=1).eval()
     assert net(torch.rand(2, *shape)).shape == (2, 7)
+
+
+def test_dp_cnn_is_the_papers_mnist_network():
+    net = zoo.build("dp_cnn", input_shape=(1, 28, 28), num_classes=10)
+    assert sum(p.numel() for p in net.parameters()) == 26010
+    assert net[7].in_features == 32 * 4 * 4
+    assert sum(isinstance(m, torch.nn.Tanh) for m in net) == 3
 
 
 def test_mlp_takes_tabular_rows_and_cnns_refuse_them():

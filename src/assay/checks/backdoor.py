@@ -12,7 +12,8 @@ Metrics:
 - ``trojan_probability``: a logistic of both scanners' evidence
   (:func:`assay.defenses.backdoor.trojan_verdict`), fitted to a population of MNIST
   models with known truth, so populations can be scored the way the TrojAI competition
-  scores scanners.
+  scores scanners. It holds for MNIST-like models: on a Fashion-MNIST population it did
+  not separate trojans from clean models (docs/benchmarks.md).
 - ``suspected_target``: the class the stronger evidence names when the probability is
   above 0.5, else -1.
 - ``anomaly_index``: Neural Cleanse's largest anomaly index; ``mask_l1@CLASS``: the L1
