@@ -250,7 +250,7 @@ def test_harden_refuses_a_model_without_float_parameters():
 
 # ------------------------------------------------------------------ 4. flags' own words
 @pytest.mark.parametrize("flags, expected", [
-    (["--arch", "vgg99"], "--arch vgg99: unknown architecture; choose one of lenet, mlp"),
+    (["--arch", "vgg99"], "--arch vgg99: unknown architecture; choose one of dp_cnn, lenet, mlp"),
     (["--std", "0"], "--std 0: every value must be positive"),
     (["--mean", "0.1", "0.2"], "--mean 0.1 0.2: 2 values for inputs of shape (1, 8, 8); "
                                "give 1 value."),
