@@ -22,8 +22,9 @@ harness scores a scanner:
 - the share of trojaned models whose ``suspected_target`` is their target.
 The same for each scanner alone, and for the logistic refitted with each model left out
 (leave-one-out: the held-out figure, since the shipped logistic was fitted to this
-population). ``--fit`` prints the logistic fitted to all models, the coefficients the check
-ships. ``--time-groups`` times Neural Cleanse batched (one search of all classes) against
+population). ``--fit`` prints the logistic fitted to all models (the coefficients the check
+ships, for the MNIST population), also as the JSON the check's ``calibration`` reads.
+``--time-groups`` times Neural Cleanse batched (one search of all classes) against
 sequential (one class per search) on the first model.
 
     python benchmarks/backdoor_scan.py [--data mnist|fashion] [--models 24] [--first 0]
@@ -218,7 +219,9 @@ def main() -> None:
         print(f"leave-one-out logistic, {label}: {scores(left_out(feats, truth), truth)}")
     print("goals: ROC-AUC >= 0.95, cross-entropy <= 0.3465 (random 0.693)")
     if args.fit:
-        print(f"fitted to all {len(features)} models: {TrojanLogistic.fit(features, truth)}")
+        fitted = TrojanLogistic.fit(features, truth)
+        print(f"fitted to all {len(features)} models: {fitted}; as the check's 'calibration' "
+              f"file: {json.dumps(fitted.to_dict())}")
     if args.time_groups:
         time_groups(trained(args.first, train, test, args.epochs, False)[0], probe)
 

@@ -182,3 +182,33 @@ def test_a_stored_margin_piece_is_read_back_or_refused():
                 {"margins": torch.ones(2), "seconds_per_class": 0.5}, {"margins": [1.0]}):
         with pytest.raises((ValueError, KeyError)):
             _margins_from_piece(bad, MaxMargin())
+
+
+def test_a_calibration_file_replaces_the_shipped_logistic(models, tmp_path):
+    calibration = tmp_path / "mine.json"
+    calibration.write_text('{"bias": 10.0, "weights": [0.0, 0.0]}')  # calls everything a trojan
+    plan = plan_from_dict({"checks": [{"name": "backdoor_scan", "params": {
+        "steps": 30, "margin_steps": 30, "calibration": str(calibration)},
+        "gates": ["trojan_probability <= 0.5"]}]}, source="test")
+    model = ModelWrapper(models["clean"], num_classes=10, input_shape=(1, 8, 8))
+    check = run_audit(model, load_digits("test"), plan, cache_dir=None, progress=False).checks[0]
+    assert check.status == "fail" and check.metrics["trojan_probability"] > 0.99
+    assert check.details["logistic"] == {"bias": 10.0, "weights": [0.0, 0.0]}
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("not json", "is not JSON"),
+    ('{"bias": 1.0}', "must hold"),
+    ('{"bias": "x", "weights": [1, 2]}', "must hold"),
+    ('{"bias": 1.0, "weights": [1, NaN]}', "finite numbers"),
+    ('{"bias": 1.0, "weights": [1, 2, 3]}', "must hold"),
+    (None, "cannot be read"),
+])
+def test_a_bad_calibration_file_is_refused_when_the_plan_is_read(tmp_path, content, expected):
+    calibration = tmp_path / "c.json"
+    if content is not None:
+        calibration.write_text(content)
+    with pytest.raises(AssayValueError, match="'calibration' parameter") as err:
+        plan_from_dict({"checks": [{"name": "backdoor_scan",
+                                    "params": {"calibration": str(calibration)}}]})
+    assert expected in str(err.value) and str(calibration) in str(err.value)

@@ -1,9 +1,12 @@
-"""Output paths checked before any work: a bad --out must not cost a finished check."""
+"""Paths checked before any work: a bad --out must not cost a finished check, and a small
+JSON input (a trigger, a calibration) is read as untrusted, with a size cap."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .errors import AssayValueError
 
@@ -44,3 +47,22 @@ def ensure_writable_file(path: str | Path, flag: str) -> Path:
         raise AssayValueError(f"{flag} {path}: is a directory; pass {flag} a file path.")
     ensure_writable_dir(path.parent, flag)
     return path
+
+
+def read_small_json(path: str | Path, *, where: str, limit: int, fix: str) -> Any:
+    """The JSON value in file ``path``, read as untrusted: an unreadable file (``fix`` says
+    what to give instead), one over ``limit`` bytes, or one that is not JSON is an
+    ``AssayValueError`` starting with ``where`` (the file's description)."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as err:
+        raise AssayValueError(f"{where} cannot be read ({err.strerror or err}). Fix: {fix}."
+                              ) from None
+    if len(raw) > limit:
+        raise AssayValueError(f"{where} is larger than {limit} bytes; it should be a small "
+                              "JSON object.")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AssayValueError(f"{where} is not JSON ({err}).") from None

@@ -35,7 +35,8 @@ import torch
 from ..attacks.poisoning import BackdoorAttack, load_trigger
 from ..core.dataset import Dataset
 from ..core.images import gallery
-from ..defenses.backdoor import MaxMargin, NeuralCleanse, TriggerScan, trojan_verdict
+from ..defenses.backdoor import (POPULATION_LOGISTIC, MaxMargin, NeuralCleanse, TriggerScan,
+                                 load_logistic, trojan_verdict)
 from ..defenses.backdoor.max_margin import MarginScan
 from ..errors import AssayValueError
 from ..results import MetricInfo
@@ -61,6 +62,10 @@ class BackdoorScanCheck(Check):
               "scan", low=1),
         Param("margin_steps", "int", 300, "gradient-ascent steps of the maximum-margin scan",
               low=1),
+        Param("calibration", "str", None, 'a JSON file {"bias": b, "weights": [w1, w2]} of '
+              "a TrojanLogistic fitted to your own population of models (TrojanLogistic.fit "
+              "and .to_dict); default: the one fitted to MNIST models, which does not hold "
+              "for other data"),
         Param("trigger", "str", None, "the .trigger.json that assay attack backdoor wrote "
               "beside the model, when the true trigger is known (an exercise, a red-team "
               "model): shown beside the reconstructions, its target scored"),
@@ -81,16 +86,17 @@ class BackdoorScanCheck(Check):
                 "margin_p_value", "max_margin@*", *known]
 
     def input_files(self, params: dict[str, Any]) -> list[str]:
-        return [params["trigger"]] if params["trigger"] else []
+        return [params[k] for k in ("trigger", "calibration") if params[k]]
 
     def validate_params(self, params: dict[str, Any]) -> list[str]:
-        if not params["trigger"]:
-            return []
-        try:
-            load_trigger(params["trigger"])
-        except AssayValueError as err:
-            return [f"the 'trigger' parameter: {err}"]
-        return []
+        problems = []
+        for name, load in (("trigger", load_trigger), ("calibration", load_logistic)):
+            if params[name]:
+                try:
+                    load(params[name])
+                except AssayValueError as err:
+                    problems.append(f"the '{name}' parameter: {err}")
+        return problems
 
     def validate_for(self, ctx: CheckContext, params: dict[str, Any]) -> list[str]:
         problems = []
@@ -106,7 +112,9 @@ class BackdoorScanCheck(Check):
         data = ctx.data.subset(params["n"])
         trigger = self._triggers(ctx, params, data)
         margin = self._margins(ctx, params, data)
-        verdict = trojan_verdict(trigger, margin)
+        logistic = (load_logistic(params["calibration"]) if params["calibration"]
+                    else POPULATION_LOGISTIC)
+        verdict = trojan_verdict(trigger, margin, logistic)
         names = [data.classes[k] if k < len(data.classes) else str(k)
                  for k in range(len(trigger.l1))]
         metrics: dict[str, float] = {"trojan_probability": verdict.probability,
@@ -141,6 +149,7 @@ class BackdoorScanCheck(Check):
             galleries.insert(0, _true_trigger_gallery(true, shown, names, data, (low, high)))
             findings.append(_target_finding(true.target, verdict.suspected_target, names))
         return CheckOutput(metrics, findings, plots, galleries=galleries, details={
+            "logistic": logistic.to_dict(),
             "evidence": {"anomaly_index_capped": verdict.features[0],
                          "minus_log10_margin_p_value_capped": verdict.features[1]},
             "seconds_per_class": {"neural_cleanse": round(trigger.seconds_per_class, 3),

@@ -11,7 +11,6 @@ inputs; training a backdoored model is ``fit(net, poisoned.data, config)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..._params import Configured
+from ..._paths import read_small_json
 from ...core.dataset import Dataset, outside_bounds
 from ...core.inference import batched_logits
 from ...core.rng import seeded_generator
@@ -145,20 +145,8 @@ def load_trigger(path: str | Path) -> BackdoorAttack:
     and settings, which are validated like any attack's. The file is untrusted: an
     unreadable, oversized or malformed one is an ``AssayValueError`` naming it."""
     where = f"the trigger file {path}"
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(TRIGGER_FILE_LIMIT + 1)
-    except OSError as err:
-        raise AssayValueError(f"{where} cannot be read ({err.strerror or err}). Fix: give the "
-                              "path of the .trigger.json that assay attack backdoor wrote."
-                              ) from None
-    if len(raw) > TRIGGER_FILE_LIMIT:
-        raise AssayValueError(f"{where} is larger than {TRIGGER_FILE_LIMIT} bytes; a trigger "
-                              "description is a small JSON object.")
-    try:
-        described = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AssayValueError(f"{where} is not JSON ({err}).") from None
+    described = read_small_json(path, where=where, limit=TRIGGER_FILE_LIMIT, fix=(
+        "give the path of the .trigger.json that assay attack backdoor wrote"))
     names = [n for n in POISONING_ATTACKS if issubclass(POISONING_ATTACKS[n], BackdoorAttack)]
     if not (isinstance(described, dict) and described.get("attack") in names
             and isinstance(described.get("settings"), dict)):

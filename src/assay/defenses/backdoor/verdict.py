@@ -12,7 +12,8 @@ logistic regression, C 1), the way TrojAI calibrates a scanner. The shipped
 ``benchmarks/backdoor_scan.py`` (half BadNets, Blended and WaNet trojans). On 16 held-out
 MNIST models it ranked every trojan above every clean model; on 12 Fashion-MNIST models
 the evidence itself did not separate them (docs/benchmarks.md). On a population unlike
-MNIST, fit your own and pass it to :func:`trojan_verdict`.
+MNIST, fit your own and pass it to :func:`trojan_verdict` (the check: its
+``calibration`` file, :func:`load_logistic`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from ..._paths import read_small_json
 from ...errors import AssayValueError
 from .max_margin import MarginScan
 from .neural_cleanse import TriggerScan
@@ -60,6 +64,32 @@ class TrojanLogistic:
                                               [int(bool(t)) for t in trojaned])
         weights = model.coef_[0]
         return cls(float(model.intercept_[0]), (float(weights[0]), float(weights[1])))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"bias": b, "weights": [w1, w2]}``, what :func:`load_logistic` reads."""
+        return {"bias": self.bias, "weights": list(self.weights)}
+
+
+def load_logistic(path: str | Path) -> TrojanLogistic:
+    """The logistic in a JSON file ``{"bias": b, "weights": [w1, w2]}`` (what
+    ``TrojanLogistic.to_dict`` gives), read as untrusted: anything else is an
+    ``AssayValueError`` naming the file."""
+    where = f"the calibration file {path}"
+    raw = read_small_json(path, where=where, limit=1 << 16, fix=(
+        'give a JSON file {"bias": b, "weights": [w1, w2]} of a TrojanLogistic fitted to '
+        "your population"))
+
+    def finite(value: object) -> bool:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+
+    if not (isinstance(raw, dict) and set(raw) == {"bias", "weights"} and finite(raw["bias"])
+            and isinstance(raw["weights"], list) and len(raw["weights"]) == 2
+            and all(finite(w) for w in raw["weights"])):
+        raise AssayValueError(f'{where} must hold {{"bias": b, "weights": [w1, w2]}} with '
+                              "finite numbers, the anomaly index's weight first.")
+    return TrojanLogistic(float(raw["bias"]), (float(raw["weights"][0]),
+                                               float(raw["weights"][1])))
 
 
 # fitted by benchmarks/backdoor_scan.py --fit to its 24 MNIST models (docs/benchmarks.md)
