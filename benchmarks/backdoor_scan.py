@@ -54,7 +54,8 @@ from assay.core.inference import batched_predict
 from assay.core.model import ModelWrapper
 from assay.core.rng import seeded_generator
 from assay.core.training import TrainConfig, cross_entropy_loss, fit
-from assay.defenses.backdoor import POPULATION_LOGISTIC, NeuralCleanse, TrojanLogistic
+from assay.defenses.backdoor import (POPULATION_LOGISTIC, NeuralCleanse, TrojanLogistic,
+                                    evidence_of)
 from assay.metrics.ood import auroc
 
 CACHE = Path(__file__).parent / ".cache" / "population"
@@ -197,8 +198,7 @@ def main() -> None:
         scan = scanned(i, net, probe, record)
         metrics, seconds = scan["metrics"], scan["seconds"]
         truth.append(attack is not None)
-        features.append((min(metrics["anomaly_index"], 10.0),
-                         min(-math.log10(max(metrics["margin_p_value"], 1e-10)), 10.0)))
+        features.append(evidence_of(metrics["anomaly_index"], metrics["margin_p_value"]))
         probabilities.append(metrics["trojan_probability"])
         suspect = int(metrics["suspected_target"])
         if attack is not None:

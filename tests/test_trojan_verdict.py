@@ -20,7 +20,7 @@ def _trigger(anomaly: list[float]) -> TriggerScan:
 
 def _margin(margins: list[float], p_value: float) -> MarginScan:
     values = torch.tensor(margins, dtype=torch.float64)
-    return MarginScan(values, p_value, -1, 0.1)
+    return MarginScan(values, p_value, -1, 0.1, 0.05)
 
 
 def test_the_logistic_is_its_closed_form_and_stable_far_out():

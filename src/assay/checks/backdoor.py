@@ -190,7 +190,7 @@ def _verdict_finding(probability: float, target: int, trigger: TriggerScan,
     said = (f"Neural Cleanse's anomaly index is {trigger.anomaly_index:.2f} (class "
             f"{names[int(trigger.anomaly.argmax())]}, flag at {threshold:g}); the largest "
             f"logit margin, class {names[margin.top_class]}'s, has p-value "
-            f"{margin.p_value:.2g} (flag under {MaxMargin().alpha:g})")
+            f"{margin.p_value:.2g} (flag under {margin.alpha:g})")
     if target >= 0:
         return Finding("warn", "trojan_suspected", (
             f"A backdoor to class {names[target]} is likely (trojan probability "

@@ -41,13 +41,14 @@ class MarginScan:
 
     margins [K]: each class's largest margin; p_value: of the largest margin under the
     gamma fitted to the others; suspected_target: the class of the largest margin when
-    ``p_value < alpha``, else -1; seconds_per_class.
+    ``p_value < alpha``, else -1; seconds_per_class; alpha: the level it was flagged at.
     """
 
     margins: Tensor
     p_value: float
     suspected_target: int
     seconds_per_class: float
+    alpha: float
 
     @classmethod
     def of(cls, margins: Tensor, alpha: float, seconds_per_class: float) -> MarginScan:
@@ -55,7 +56,7 @@ class MarginScan:
         margins = margins.double().cpu()
         p_value = margin_p_value(margins)
         top = int(margins.argmax())
-        return cls(margins, p_value, top if p_value < alpha else -1, seconds_per_class)
+        return cls(margins, p_value, top if p_value < alpha else -1, seconds_per_class, alpha)
 
     @property
     def top_class(self) -> int:

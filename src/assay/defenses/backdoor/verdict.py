@@ -33,10 +33,14 @@ _CAP = 10.0  # of each piece of evidence: a huge index or a p-value of 0 says no
 
 
 def evidence(trigger: TriggerScan, margin: MarginScan) -> tuple[float, float]:
+    """The two features of the logistic of these scans; see :func:`evidence_of`."""
+    return evidence_of(trigger.anomaly_index, margin.p_value)
+
+
+def evidence_of(anomaly_index: float, p_value: float) -> tuple[float, float]:
     """The two features of the logistic: (Neural Cleanse's anomaly index, -log10 of the
     maximum-margin p-value), each capped at 10."""
-    return (min(trigger.anomaly_index, _CAP),
-            min(-math.log10(max(margin.p_value, 10.0 ** -_CAP)), _CAP))
+    return min(anomaly_index, _CAP), min(-math.log10(max(p_value, 10.0 ** -_CAP)), _CAP)
 
 
 @dataclass(frozen=True)
