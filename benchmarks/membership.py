@@ -37,6 +37,14 @@ against ``--tune-nonmembers`` (default 1000) further training images, and the ``
 0, 0.1, ..., 1 with the best mean AUC wins) are scored on the same members and
 non-members, each TPR with its 95% Clopper-Pearson interval.
 
+Part 3 (unless ``--lira-models 0``), LiRA evaluated as its paper evaluates it, where 0.1%
+FPR is measurable: ``--lira-models`` (default 17) models train with the target's recipe
+on a membership matrix over the first ``2 * --train-images`` training images (each image
+in half of them); each model in turn is the target and the other 16 its reference models
+(online and offline LiRA, fixed variance, the 10 augmented queries), and the loss attack
+(phi of the plain query) scores the same model. Scores are pooled over the 17 targets:
+17 x 1,000 members against as many non-members.
+
 Each row prints AUC, TPR at 0.1% and 1% FPR, and the seconds of the audit (training of
 the reference models included) or of ART's shadow training, attack fit and inference;
 then LiRA's and RMIA's TPR at 0.1% FPR over the loss attack's. With fewer than 1,000
@@ -48,7 +56,7 @@ Usage (ART is for benchmarking only):
         [--references 16] [--check-attacks loss,lira] [--rmia-references 2]
         [--population 500] [--nonmembers 5000] [--offline-population 5000]
         [--tune-nonmembers 1000] [--art-shadows 3] [--threads 2] [--seed 0] [--no-art]
-        [--no-check-rmia] [--no-offline]
+        [--no-check-rmia] [--no-offline] [--lira-models 17]
 """
 
 from __future__ import annotations
@@ -65,7 +73,9 @@ from torch import nn
 
 from _machine import data_root, machine, timed
 from assay.attacks.privacy import image_queries, query_scores, threshold_scores
-from assay.attacks.privacy.reference import reference_seed, train_reference
+from assay.attacks.privacy.lira import LiRA
+from assay.attacks.privacy.reference import (membership_matrix, reference_scores,
+                                             reference_seed, train_reference)
 from assay.attacks.privacy.rmia import RMIA, tune_offline_a
 from assay.audit.plan import plan_from_dict
 from assay.audit.runner import run_audit
@@ -222,6 +232,52 @@ def offline_rmia(model: ModelWrapper, members: Dataset, nonmembers: Dataset, tra
     return rows
 
 
+def print_rows(rows: list[Row]) -> None:
+    print(f"{'attack':<16}{'models':>8}{'AUC':>7}{'TPR@0.1% [95% CI]':>26}"
+          f"{'TPR@1% [95% CI]':>26}{'seconds':>9}")
+    for attack, models, result, secs in rows:
+        cells = "".join(f"{t:>10.4f} [{lo:.4f}, {hi:.4f}]"
+                        for t, lo, hi in (result.tpr[0.001], result.tpr[0.01]))
+        print(f"{attack:<16}{models:>8}{result.auc[0]:>7.3f}{cells}{secs:>9.1f}")
+
+
+def population_lira(model: ModelWrapper, train: Dataset, recipe: dict,
+                    args: argparse.Namespace) -> list[Row]:
+    """Part 3: LiRA evaluated as its paper does. ``--lira-models`` models train with the
+    target's recipe on a membership matrix over a pool of ``2 * --train-images`` training
+    images (each sample in half of them, so each model trains on about as many images as
+    the target). Each model in turn is the target, the others its reference models; the
+    scores of all the targets are pooled, its half of the pool members, the other half
+    non-members. Rows of (attack, models, MembershipMetrics, seconds)."""
+    count, models = 2 * args.train_images, args.lira_models
+    pool = train.take(torch.arange(count))
+    keep = membership_matrix(models, count, seed=args.seed + 1)
+    training = TrainingRecipe(ARCH, TrainConfig(**{k: v for k, v in recipe.items()
+                                                   if k != "arch"}))
+    queries = image_queries(pool.input_shape, True)
+    clock = time.perf_counter()
+    phi = torch.stack([reference_scores(training, pool, keep[m], model, queries,
+                                        seed=reference_seed(args.seed, 100 + m))["phi"]
+                       for m in range(models)])  # [models, queries, samples]
+    trained = time.perf_counter() - clock
+    scores: dict[str, list[torch.Tensor]] = {"loss (phi)": [], "lira": [], "lira_offline": []}
+    truth = []
+    for t in range(models):
+        others = [m for m in range(models) if m != t]
+        scores["loss (phi)"].append(phi[t, 0])
+        for name, attack in (("lira", LiRA()), ("lira_offline", LiRA(online=False))):
+            scores[name].append(attack(phi[t], phi[others], keep[others]))
+        truth.append(keep[t])
+    member = torch.cat(truth)
+    rows: list[Row] = []
+    for name, parts in scores.items():
+        score = torch.cat(parts)
+        rows.append((name, f"{models - 1} refs" if name != "loss (phi)" else "",
+                     membership_metrics(score[member], score[~member]), 0.0))
+    print(f"{models} models trained and queried in {trained:.1f} s")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="cifar10")
@@ -241,6 +297,8 @@ def main() -> None:
     parser.add_argument("--no-art", action="store_true")
     parser.add_argument("--no-check-rmia", action="store_true")
     parser.add_argument("--no-offline", action="store_true")
+    parser.add_argument("--lira-models", type=int, default=17,
+                        help="part 3's models (each the target of the others); 0 skips it")
     args = parser.parse_args()
     check_attacks = [a for a in args.check_attacks.split(",") if a]
     torch.set_num_threads(args.threads)
@@ -318,17 +376,24 @@ def main() -> None:
                                args)
         print(f"part 2, RMIA offline (the paper's setting): {count} members, "
               f"{args.nonmembers} non-members, {args.offline_population} population z")
-        print(f"{'attack':<16}{'models':>8}{'AUC':>7}{'TPR@0.1% [95% CI]':>26}"
-              f"{'TPR@1% [95% CI]':>26}{'seconds':>9}")
-        for attack, models, result, secs in offline:
-            cells = "".join(f"{t:>10.4f} [{lo:.4f}, {hi:.4f}]"
-                            for t, lo, hi in (result.tpr[0.001], result.tpr[0.01]))
-            print(f"{attack:<16}{models:>8}{result.auc[0]:>7.3f}{cells}{secs:>9.1f}")
+        print_rows(offline)
         loss_tpr = max(row[2].tpr[0.001][0] for row in offline[:2])
         for attack, models, result, _ in offline[2:]:
             tpr = result.tpr[0.001][0]
             ratio = f"{tpr / loss_tpr:.2f}x" if loss_tpr > 0 else "-"
             print(f"{attack} ({models}) TPR at 0.1% FPR over the better loss row's: {ratio} "
+                  f"({tpr:.4f} / {loss_tpr:.4f})")
+
+    if args.lira_models:
+        rows3 = population_lira(model, train, recipe, args)
+        print(f"part 3, LiRA the paper's way: {args.lira_models} models on a pool of "
+              f"{2 * count} images, each the target of the others, scores pooled")
+        print_rows(rows3)
+        loss_tpr = rows3[0][2].tpr[0.001][0]
+        for attack, models, result, _ in rows3[1:]:
+            tpr = result.tpr[0.001][0]
+            ratio = f"{tpr / loss_tpr:.2f}x" if loss_tpr > 0 else "-"
+            print(f"{attack} ({models}) TPR at 0.1% FPR over the loss attack's: {ratio} "
                   f"({tpr:.4f} / {loss_tpr:.4f})")
 
 
