@@ -3,7 +3,8 @@
 
 The trojaned model is ``benchmarks/poisoning.py``'s BadNets row: the zoo ``small_cnn``
 trained on all 60,000 MNIST training images, 10% poisoned by BadNets (3x3 checkerboard,
-bottom right, target 0), 3 epochs (Adam 1e-3, batch 128, seed 0). The defender holds
+bottom right, target 0), 3 epochs (Adam 1e-3, batch 128; ``--seed`` default 0 seeds the poisoned samples, the
+model, the clean images and the removal). The defender holds
 ``--clean`` clean training images (default 6,000, a seeded tenth of the training split:
 Neural Cleanse's paper unlearns with 10% of the training data) and runs each method as
 ``assay harden backdoor --method M`` does (``BackdoorRemoval(M).train``, the CLI's
@@ -23,7 +24,7 @@ CA is on the 10,000 test images, ASR on the triggered test images of classes 1-9
 Neural Cleanse mitigation on MNIST, ASR 5.2% with CA down to 54%; BackdoorBench's NC on
 CIFAR-10 BadNets, CA/ASR 89.1/1.3.
 
-    python benchmarks/backdoor_removal.py [--clean 6000] [--epochs 10] [--lr 1e-3] [--threads 2]
+    python benchmarks/backdoor_removal.py [--clean 6000] [--epochs 10] [--lr 1e-3] [--seed 0] [--threads 2]
         [--methods nc_unlearn,fine_pruning,anp,fine_tune]
 """
 
@@ -59,6 +60,9 @@ def main() -> None:
     parser.add_argument("--clean", type=int, default=6000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the poisoned samples, the model, the clean images and "
+                             "the removal")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default="nc_unlearn,fine_pruning,anp,fine_tune")
     args = parser.parse_args()
@@ -66,15 +70,16 @@ def main() -> None:
     root = data_root()
     train = load_data("mnist:train", data_root=root)
     test = load_data("mnist:test", data_root=root)
-    attack = BadNets(target=0, rate=0.1)
-    net = zoo.build("small_cnn", input_shape=train.input_shape, num_classes=10, seed=0)
+    seed = args.seed
+    attack = BadNets(target=0, rate=0.1, seed=seed)
+    net = zoo.build("small_cnn", input_shape=train.input_shape, num_classes=10, seed=seed)
     _, train_s = timed(lambda: fit(net, attack.poison(train).data,
-                                   TrainConfig(epochs=3, batch_size=128, lr=1e-3, seed=0),
+                                   TrainConfig(epochs=3, batch_size=128, lr=1e-3, seed=seed),
                                    show_progress=False))
     trojaned = ModelWrapper(net, num_classes=10, input_shape=train.input_shape, name="badnets")
-    clean = train.take(torch.randperm(len(train), generator=torch.Generator().manual_seed(1))
+    clean = train.take(torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))
                        [:args.clean])
-    config = TrainConfig(epochs=args.epochs, batch_size=128, lr=args.lr, seed=0)
+    config = TrainConfig(epochs=args.epochs, batch_size=128, lr=args.lr, seed=seed)
     print(f"{machine()}\nBadNets target 0 at rate 0.1 on 60,000 MNIST images, small_cnn 3 "
           f"epochs ({train_s:.0f} s); the defender's {len(clean)} clean training images, "
           f"{args.epochs} epochs of fine-tuning at lr {args.lr:g}")

@@ -1,5 +1,5 @@
-"""Gradient leakage on MNIST (issue 14): DLG and iDLG rebuild single images from their
-gradient, and the PSNR and label recovery of a batch against its size.
+"""Gradient leakage on MNIST (issue 14): DLG, iDLG and Inverting Gradients rebuild single
+images from their gradient, and the PSNR and label recovery of a batch against its size.
 
 Models, both untrained (the DLG and iDLG papers attack nets at initialisation, the point
 where a federated round starts):
@@ -11,17 +11,19 @@ where a federated round starts):
 
 Victims: the first MNIST test images of ``$ASSAY_DATA_DIR`` (default ../shared/data).
 
-(a) single images: DLG and iDLG (``--steps`` L-BFGS steps, default 300, the papers') on
+(a) single images: DLG and iDLG (``--steps`` L-BFGS steps, default 300, the papers') and
+    Inverting Gradients (``--ig-steps`` Adam steps, default 24,000, the paper's; the
+    labels from the gradient, one trial, its other defaults) on
     each of the first ``--images`` test images (default 8), one gradient each: mean and
     lowest PSNR, and how many labels were right;
-(b) batches: iDLG and DLG on ``--trials`` batches (default 2) of each size in
+(b) batches: the same attacks on ``--trials`` batches (default 2) of each size in
     ``--batch-sizes`` (default 1 2 4 8): mean PSNR of each true image against the
     reconstruction assigned to it, and the share of labels recovered.
 
 Prints quality figures only (no timings). Usage:
 
     python benchmarks/gradient_leakage.py [--images 8] [--steps 300] [--trials 2]
-        [--batch-sizes 1 2 4 8] [--threads 1] [--seed 0]
+        [--batch-sizes 1 2 4 8] [--ig-steps 24000] [--threads 1] [--seed 0]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from _machine import data_root, machine
-from assay.attacks.privacy import DLG, IDLG
+from assay.attacks.privacy import DLG, IDLG, InvertingGradients
 from assay.core import zoo
 from assay.core.data import load_data
 from assay.core.model import ModelWrapper
@@ -62,9 +64,8 @@ def models(seed: int) -> dict[str, ModelWrapper]:
             for name, net in nets.items()}
 
 
-def single_images(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, steps: int,
-                  seed: int) -> None:
-    for attack in (DLG(steps=steps, seed=seed), IDLG(steps=steps, seed=seed)):
+def single_images(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, attacks: list) -> None:
+    for attack in attacks:
         values, right = [], 0
         for i in range(len(x)):
             result = attack(model, x[i:i + 1], y[i:i + 1])
@@ -72,14 +73,14 @@ def single_images(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, steps: 
             right += int(result.labels[0]) == int(y[i])
         mean = sum(values) / len(values)
         above = sum(v > 30 for v in values)
-        print(f"  {type(attack).__name__:<5} single image: PSNR mean {mean:6.1f} dB, lowest "
+        print(f"  {type(attack).__name__:<18} single image: PSNR mean {mean:6.1f} dB, lowest "
               f"{min(values):6.1f} dB, above 30 dB {above}/"
               f"{len(values)}, labels right {right}/{len(values)}")
 
 
 def batches(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, sizes: list[int],
-            trials: int, steps: int, seed: int) -> None:
-    for attack in (IDLG(steps=steps, seed=seed), DLG(steps=steps, seed=seed)):
+            trials: int, attacks: list) -> None:
+    for attack in attacks:
         row = []
         for size in sizes:
             values, recovered = [], []
@@ -90,7 +91,7 @@ def batches(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, sizes: list[i
                 recovered.append(result.label_recovery)
             row.append(f"B={size}: {float(torch.cat(values).mean()):5.1f} dB, labels "
                        f"{sum(recovered) / len(recovered):4.0%}")
-        print(f"  {type(attack).__name__:<5} " + " | ".join(row))
+        print(f"  {type(attack).__name__:<18} " + " | ".join(row), flush=True)
 
 
 def main() -> None:
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--ig-steps", type=int, default=24_000,
+                        help="Inverting Gradients' Adam steps (0 leaves it out)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -107,9 +110,13 @@ def main() -> None:
     needed = max(args.images, max(args.batch_sizes) * args.trials)
     data = load_data(f"mnist:test:{needed}", data_root=data_root())
     for name, model in models(args.seed).items():
-        print(f"{name} (untrained), MNIST test images, {args.steps} L-BFGS steps:")
-        single_images(model, data.x[:args.images], data.y[:args.images], args.steps, args.seed)
-        batches(model, data.x, data.y, args.batch_sizes, args.trials, args.steps, args.seed)
+        print(f"{name} (untrained), MNIST test images, {args.steps} L-BFGS steps, "
+              f"{args.ig_steps} Inverting Gradients steps:")
+        attacks = [DLG(steps=args.steps, seed=args.seed), IDLG(steps=args.steps, seed=args.seed)]
+        if args.ig_steps:
+            attacks.append(InvertingGradients(steps=args.ig_steps, seed=args.seed))
+        single_images(model, data.x[:args.images], data.y[:args.images], attacks)
+        batches(model, data.x, data.y, args.batch_sizes, args.trials, attacks)
 
 
 if __name__ == "__main__":
