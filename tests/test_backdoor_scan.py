@@ -52,7 +52,10 @@ def test_the_gate_fails_on_a_trojaned_model_and_passes_on_a_clean_one(models):
     # the clean model passes the gate; the margin scan alone flags it (p 0.0013), which
     # the check says in a warning rather than passing it in silence
     assert not clean.failed_gates and clean.metrics["suspected_target"] == -1.0
-    assert clean.status == "warn" and [f.code for f in clean.findings] == ["scanner_flag"]
+    # and that the shipped logistic was fitted to MNIST models, not to digits like these
+    assert clean.status == "warn" and [f.code for f in clean.findings] == [
+        "scanner_flag", "calibration_unvalidated"]
+    assert "calibration_unvalidated" not in [f.code for f in trojaned.findings]
     assert clean.findings[0].message.startswith("The margin scan flags class 2, but")
     assert len(trojaned.galleries[0].images) == 10
     assert trojaned.metrics["mask_l1@3"] < 0.5 * trojaned.metrics["mask_l1@0"]
@@ -212,3 +215,23 @@ def test_a_bad_calibration_file_is_refused_when_the_plan_is_read(tmp_path, conte
         plan_from_dict({"checks": [{"name": "backdoor_scan",
                                     "params": {"calibration": str(calibration)}}]})
     assert expected in str(err.value) and str(calibration) in str(err.value)
+
+
+@pytest.mark.parametrize("name, calibration, warned", [
+    ("digits", False, True), ("mnist", False, False), ("digits", True, False)])
+def test_a_clean_verdict_off_mnist_without_a_calibration_is_a_warning(
+        models, tmp_path, name, calibration, warned):
+    import dataclasses
+
+    params = {"steps": 30, "margin_steps": 30}
+    if calibration:  # the user's own population: it calls this model clean
+        path = tmp_path / "mine.json"
+        path.write_text('{"bias": -10.0, "weights": [0.0, 0.0]}')
+        params["calibration"] = str(path)
+    plan = plan_from_dict({"checks": [{"name": "backdoor_scan", "params": params}]},
+                          source="test")
+    model = ModelWrapper(models["clean"], num_classes=10, input_shape=(1, 8, 8))
+    data = dataclasses.replace(load_digits("test"), name=name)
+    check = run_audit(model, data, plan, cache_dir=None, progress=False).checks[0]
+    assert check.metrics["suspected_target"] == -1.0
+    assert ("calibration_unvalidated" in [f.code for f in check.findings]) == warned
