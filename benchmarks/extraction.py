@@ -15,7 +15,14 @@ attackers:
 (b) the same images, its labels only (Copycat CNN);
 (c) Fashion-MNIST training images, its probabilities (a transfer set of another domain,
     as in Knockoff Nets and Copycat's non-problem-domain data);
-(d) uniform noise in [0, 1], its probabilities.
+(d) uniform noise in [0, 1], its probabilities;
+(e) a mixed pool: the Fashion-MNIST images of (c) under their 10 labels and the MNIST
+    images of (a) under 10 more, queried at random ("mixed"), and by Knockoff's adaptive
+    strategy ("mixed-adaptive": the gradient bandit over the 20 labels, which should learn
+    to draw the MNIST ones). Each row prints the share of its queries that were MNIST.
+
+``--attackers`` picks rows (default all): unseen, unseen-labels, fashion, noise, mixed,
+mixed-adaptive.
 
 Attribute inference: the victim is the zoo's ``mlp`` on Adult, trained on ``--adult-rows``
 (default 10,000) training rows for 10 epochs (fitted) and on 500 rows for 200 epochs
@@ -27,7 +34,7 @@ Usage:
 
     python benchmarks/extraction.py [--budgets 100 1000 10000] [--victim-images 10000]
         [--evaluate 2000] [--adult-rows 10000] [--threads 2] [--seed 0] [--skip-adult]
-        [--skip-mnist]
+        [--skip-mnist] [--attackers unseen,mixed,mixed-adaptive]
 """
 
 from __future__ import annotations
@@ -82,21 +89,35 @@ def extraction(args: argparse.Namespace, root: Path) -> None:
     unseen = train.take(torch.arange(count, count + largest))
     folder = Path(tempfile.mkdtemp(prefix="assay-extraction-"))
     np.savez(folder / "mnist_unseen.npz", x=unseen.x.numpy(), y=unseen.y.numpy())
-    attackers = (("MNIST unseen", str(folder / "mnist_unseen.npz"), "probabilities"),
-                 ("MNIST unseen", str(folder / "mnist_unseen.npz"), "labels"),
-                 ("Fashion-MNIST", f"fashion-mnist:train:{largest}", "probabilities"),
-                 ("uniform noise", "uniform", "probabilities"))
+    fashion = load_data(f"fashion-mnist:train:{largest}", data_root=root)
+    np.savez(folder / "mixed.npz", x=torch.cat([fashion.x, unseen.x]).numpy(),
+             y=torch.cat([fashion.y, unseen.y + 10]).numpy())  # labels 10-19: the digits
+    attackers = {"unseen": ("MNIST unseen", "mnist_unseen.npz", "probabilities", "random"),
+                 "unseen-labels": ("MNIST unseen", "mnist_unseen.npz", "labels", "random"),
+                 "fashion": ("Fashion-MNIST", f"fashion-mnist:train:{largest}",
+                             "probabilities", "random"),
+                 "noise": ("uniform noise", "uniform", "probabilities", "random"),
+                 "mixed": ("Fashion + MNIST", "mixed.npz", "probabilities", "random"),
+                 "mixed-adaptive": ("Fashion + MNIST", "mixed.npz", "probabilities",
+                                    "adaptive")}
     budgets = sorted(args.budgets)
-    print(f"{'queries from':<16}{'answers':<15}" + "".join(
+    print(f"{'queries from':<16}{'answers':<15}{'strategy':<10}" + "".join(
         f"{'fid@' + str(b):>10}{'acc@' + str(b):>10}" for b in budgets) + f"{'seconds':>9}")
-    for label, source, output in attackers:
+    for name in args.attackers.split(","):
+        label, source, output, strategy = attackers[name]
+        if source.endswith(".npz"):
+            source = str(folder / source)
         out, seconds = check("model_extraction", victim, evaluation,
-                             {"budgets": budgets, "query_data": source, "output": output},
+                             {"budgets": budgets, "query_data": source, "output": output,
+                              "strategy": strategy},
                              training={**COPY, "seed": args.seed})
         m = out.metrics
-        print(f"{label:<16}{output:<15}" + "".join(
+        print(f"{label:<16}{output:<15}{strategy:<10}" + "".join(
             f"{m[f'fidelity@queries={b}']:>10.4f}{m[f'copy_accuracy@queries={b}']:>10.4f}"
             for b in budgets) + f"{seconds:>9.0f}")
+        shares = out.details.get("queries_per_label")
+        if shares:
+            print(f"  MNIST share of the queries: {sum(list(shares.values())[10:]):.3f}")
         for finding in out.findings:
             if finding.level == "warn":
                 print(f"  warn {finding.code}: {finding.message}")
@@ -137,6 +158,8 @@ def attribute_inference(args: argparse.Namespace, root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budgets", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--attackers",
+                        default="unseen,unseen-labels,fashion,noise,mixed,mixed-adaptive")
     parser.add_argument("--victim-images", type=int, default=10000)
     parser.add_argument("--evaluate", type=int, default=2000)
     parser.add_argument("--adult-rows", type=int, default=10000)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from assay.attacks.privacy import KnockoffNets, agreement, noise_queries
+from assay.attacks.privacy import AdaptiveSampling, KnockoffNets, agreement, noise_queries
 from assay.attacks.privacy import extraction
 from assay.audit.plan import plan_from_dict
 from assay.audit.runner import run_audit
@@ -165,6 +165,8 @@ def test_what_the_check_cannot_honour_is_refused(victim, attacker_data, digits):
         _plan({"budgets": [0]})
     with pytest.raises(AssayValueError, match="'query_data' parameter"):
         _plan({"query_data": "nosuchset:train"})
+    with pytest.raises(AssayValueError, match="'strategy' parameter 'adaptive'.*has none"):
+        _plan({"query_data": "uniform", "strategy": "adaptive"})
     flat = Dataset(attacker_data.x.flatten(1), attacker_data.y, "flat", "test",
                    attacker_data.classes)
     rows = ModelWrapper(torch.nn.Linear(64, 10), num_classes=10, input_shape=(64,))
@@ -175,3 +177,36 @@ def test_what_the_check_cannot_honour_is_refused(victim, attacker_data, digits):
     with pytest.raises(AssayValueError, match="'budget' parameter"):
         attack.copy(victim, x, attack.answers(victim, x),
                     TrainingRecipe("mlp", TrainConfig(epochs=1)), budget=9, seed=0)
+
+
+def test_the_adaptive_bandit_queries_each_sample_once_and_learns_to_skip_junk(
+        victim, attacker_data):
+    """A pool of digits (10 labels) and as many blank images under an 11th label: the
+    bandit starts uniform over the 11 labels (9% each) and learns that blanks teach
+    nothing (constant answers: low diversity, a loss the copy soon drives down)."""
+    blank = torch.zeros_like(attacker_data.x)
+    pool = Dataset(torch.cat([attacker_data.x, blank]),
+                   torch.cat([attacker_data.y, torch.full((len(blank),), 10)]), "mixed",
+                   "pool", (*attacker_data.classes, "blank"))
+    attack, recipe = KnockoffNets(), TrainingRecipe("small_cnn", TrainConfig(lr=3e-3))
+    chosen = AdaptiveSampling().select(attack, victim, pool, 400, recipe, seed=0)
+    assert len(chosen.order) == 400 and len(set(chosen.order.tolist())) == 400
+    assert torch.allclose(chosen.answers, attack.answers(victim, pool.x[chosen.order]))
+    assert float(chosen.shares.sum()) == pytest.approx(1.0)
+    blanks = float((pool.y[chosen.order] == 10).double().mean())
+    assert blanks == pytest.approx(float(chosen.shares[10])) and blanks < 0.05
+    again = AdaptiveSampling().select(attack, victim, pool, 400, recipe, seed=0)
+    assert torch.equal(again.order, chosen.order)  # seeded
+    with pytest.raises(AssayValueError, match="budget must be in"):
+        AdaptiveSampling().select(attack, victim, pool, len(pool) + 1, recipe, seed=0)
+    with pytest.raises(AssayValueError, match="'bandit_lr' parameter"):
+        AdaptiveSampling(bandit_lr=0.0)
+
+
+def test_the_check_draws_adaptive_queries_and_reports_each_labels_share(victim,
+                                                                         attacker_data):
+    check = _run(victim, attacker_data, {"budgets": [50, 200], "strategy": "adaptive"})
+    shares = check.details["queries_per_label"]
+    assert check.details["strategy"] == "adaptive" and len(shares) == 10
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+    assert check.metrics["fidelity@queries=200"] > check.metrics["fidelity@queries=50"]

@@ -7,7 +7,10 @@ trains a copy on the answers (:mod:`assay.attacks.privacy.extraction`). Queries
 (``query_data``) are samples of the evaluation split (``"data"``: a seeded ``1 - holdout``
 of it, the rest held out), a named data set or ``.npz`` file (a transfer set, possibly of
 another domain), or noise in the model's input bounds (``"uniform"``, ``"gaussian"``).
-The copy follows the plan's ``[training]`` recipe (``arch`` overrides its architecture),
+With ``strategy = "adaptive"`` the queries are chosen by Knockoff's gradient bandit over
+the query data's labels (:class:`assay.attacks.privacy.AdaptiveSampling`); the report's
+details give the share of queries each label drew. The copy follows the plan's
+``[training]`` recipe (``arch`` overrides its architecture),
 or without one the zoo's ``small_cnn`` for images and ``mlp`` for rows, trained for 30
 epochs (batch 32, Adam at 1e-3).
 
@@ -25,8 +28,8 @@ from typing import Any
 
 import torch
 
-from ..attacks.privacy.extraction import (NOISE_QUERIES, KnockoffNets, agreement,
-                                          noise_queries, query_order)
+from ..attacks.privacy.extraction import (NOISE_QUERIES, AdaptiveSampling, KnockoffNets,
+                                          agreement, noise_queries, query_order)
 from ..core import zoo
 from ..core.data import Dataset, check_data_spec, load_data, npz_path
 from ..core.progress import progress_bar
@@ -55,6 +58,10 @@ class ModelExtractionCheck(Check):
         Param("query_data", "str", "data", "where queries come from: 'data' (part of --data), "
               "'uniform' or 'gaussian' noise in the model's bounds, or a data spec / .npz "
               "(labels unused)"),
+        Param("strategy", "str", "random", "how queries are drawn from query data: at random, "
+              "or 'adaptive' (Knockoff's gradient bandit over the query data's labels, which "
+              "learns which labels the copy gains from; needs labelled query data, not "
+              "noise)", allowed=("random", "adaptive")),
         Param("output", "str", "probabilities", "what the model answers: its probabilities "
               "(Knockoff) or its top label (Copycat)", allowed=("probabilities", "labels")),
         Param("holdout", "float", 0.5, "share of --data held out to measure fidelity when "
@@ -87,6 +94,11 @@ class ModelExtractionCheck(Check):
                 problems.append(f"the 'query_data' parameter must be 'data', "
                                 f"{' or '.join(repr(n) for n in NOISE_QUERIES)} or a data "
                                 f"spec: {err}")
+        if params["strategy"] == "adaptive" and params["query_data"] in NOISE_QUERIES:
+            problems.append(f"the 'strategy' parameter 'adaptive' chooses queries by the "
+                            f"labels of the query data, and {params['query_data']!r} noise "
+                            "has none. Fix: set 'query_data' to 'data' or a labelled data "
+                            "set, or 'strategy' to 'random'")
         if params["arch"] is not None:
             if params["arch"] not in zoo.ARCHITECTURES:
                 problems.append(f"the 'arch' parameter must be one of "
@@ -118,17 +130,23 @@ class ModelExtractionCheck(Check):
         budgets = sorted(params["budgets"])
         pool, evaluation = _split(ctx, params)
         largest = budgets[-1]
-        if pool is None:
-            queries = noise_queries(params["query_data"], largest, ctx.data.input_shape,
-                                    ctx.model.bounds, seeded_generator(ctx.seed))
-        else:
-            queries = pool.x[query_order(len(pool), ctx.seed)[:largest]]
         attack = KnockoffNets(output=params["output"], batch_size=params["batch_size"])
-        answers = attack.answers(ctx.model, queries.to(ctx.model.device))
+        recipe = _recipe(ctx, params)
+        shares = None
+        if params["strategy"] == "adaptive" and pool is not None:  # one answer per query
+            chosen = AdaptiveSampling().select(attack, ctx.model, pool, largest, recipe,
+                                               seed=ctx.seed)
+            queries, answers, shares = pool.x[chosen.order], chosen.answers, chosen.shares
+        else:
+            if pool is None:
+                queries = noise_queries(params["query_data"], largest, ctx.data.input_shape,
+                                        ctx.model.bounds, seeded_generator(ctx.seed))
+            else:
+                queries = pool.x[query_order(len(pool), ctx.seed)[:largest]]
+            answers = attack.answers(ctx.model, queries.to(ctx.model.device))
         victim = ctx.model.predict(evaluation.x.to(ctx.model.device),
                                    batch_size=params["batch_size"]).cpu()
         labels = evaluation.y.cpu()
-        recipe = _recipe(ctx, params)
 
         def decode(raw: Any) -> torch.Tensor:
             if not (isinstance(raw, torch.Tensor) and raw.shape == victim.shape
@@ -156,8 +174,12 @@ class ModelExtractionCheck(Check):
         # the fidelity of a copy that always says the model's most common answer
         constant = float(torch.bincount(victim).max()) / len(victim)
         details = {"query_data": params["query_data"], "output": params["output"],
-                   "recipe": recipe.describe(), "evaluated": len(labels),
-                   "constant_fidelity": constant}
+                   "strategy": params["strategy"], "recipe": recipe.describe(),
+                   "evaluated": len(labels), "constant_fidelity": constant}
+        if shares is not None:  # the share of the queries the bandit drew from each label
+            details["queries_per_label"] = {
+                (pool.classes[k] if k < len(pool.classes) else str(k)): round(float(s), 4)
+                for k, s in enumerate(shares)}
         # budgets span decades and the report's axes are linear: log10 of the budget
         x = [math.log10(b) for b in budgets]
         plot = Plot("Extraction: the copy against the query budget", "log10 queries",

@@ -24,7 +24,8 @@ from .label_only import LabelOnlyBoundaryDistance
 from .lira import LiRA
 from .attribute_inference import (AttributeColumn, AttributeInference, ImputationBaseline,
                                   attribute_column, value_prior)
-from .extraction import NOISE_QUERIES, KnockoffNets, agreement, noise_queries, query_order
+from .extraction import (NOISE_QUERIES, AdaptiveQueries, AdaptiveSampling, KnockoffNets,
+                         agreement, noise_queries, query_order)
 from .gradient_leakage import (DLG, IDLG, GradientLeakage, InvertingGradients,
                                labels_from_gradient, victim_gradient)
 from .inversion import InversionResult, ModelInversion
@@ -40,9 +41,9 @@ __all__ = ["RMIA", "THRESHOLD_ATTACKS", "LabelOnlyBoundaryDistance", "LiRA", "Sh
            "image_queries", "logit_confidence", "membership_matrix", "query_scores",
            "reference_scores", "threshold_scores", "train_reference"]
 # model extraction and attribute inference (issue 14)
-__all__ += ["NOISE_QUERIES", "AttributeColumn", "AttributeInference", "ImputationBaseline",
-            "KnockoffNets", "agreement", "attribute_column", "noise_queries", "query_order",
-            "value_prior"]
+__all__ += ["NOISE_QUERIES", "AdaptiveQueries", "AdaptiveSampling", "AttributeColumn",
+            "AttributeInference", "ImputationBaseline", "KnockoffNets", "agreement",
+            "attribute_column", "noise_queries", "query_order", "value_prior"]
 # gradient leakage and model inversion (issue 14)
 __all__ += ["DLG", "IDLG", "GradientLeakage", "InversionResult", "InvertingGradients",
             "ModelInversion", "labels_from_gradient", "victim_gradient"]
