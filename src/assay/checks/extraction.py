@@ -57,7 +57,7 @@ class ModelExtractionCheck(Check):
               low=1),
         Param("query_data", "str", "data", "where queries come from: 'data' (part of --data), "
               "'uniform' or 'gaussian' noise in the model's bounds, or a data spec / .npz "
-              "(labels unused)"),
+              "(its labels are used by the adaptive strategy only)"),
         Param("strategy", "str", "random", "how queries are drawn from query data: at random, "
               "or 'adaptive' (Knockoff's gradient bandit over the query data's labels, which "
               "learns which labels the copy gains from; needs labelled query data, not "

@@ -51,6 +51,16 @@ class IndexedLoss:
 StepFn = Callable[[nn.Module, Tensor, Tensor, LossFn, torch.optim.Optimizer], Tensor]
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names for ``model``'s trainable parameters: Adam, or SGD
+    with momentum 0.9, at ``config.lr`` and ``config.weight_decay``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9,
+                           weight_decay=config.weight_decay)
+
+
 def gradient_step(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
                   optimizer: torch.optim.Optimizer) -> Tensor:
     """:func:`fit`'s default step: the gradient of the batch's loss, then one optimizer
@@ -156,13 +166,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     ``ceil(n / batch_size)`` batches an epoch). The model is left in eval mode.
     """
     device = model_device(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(
-            params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9,
-                                    weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     generator = seeded_generator(config.seed)
     history = TrainHistory()
     x_all, y_all = data.x, data.y

@@ -31,7 +31,7 @@ from ...core.inference import batched_logits
 from ...core.model import ModelWrapper
 from ...core.rng import seeded_generator
 from ...core.tabular import TabularSchema
-from ...core.training import IndexedLoss, TrainingRecipe
+from ...core.training import IndexedLoss, TrainingRecipe, make_optimizer
 from ...errors import AssayValueError
 from .reference import recipe_model, train_reference
 
@@ -173,11 +173,11 @@ class AdaptiveSampling(Configured):
     gradient bandit learns which of the pool's labels (the actions) yield useful queries.
 
     Each round draws ``round_size`` actions from ``softmax(H)``, takes an unqueried pool
-    sample of each, asks the victim, and trains an online copy one Adam step on the
-    answers. Each query earns the paper's three rewards: certainty (the victim's top
-    probability minus its second), diversity (how far the answer rises above the mean of
-    the last ``window`` answers, summed over the classes) and loss (the online copy's
-    cross-entropy against the answer, before its step). Each reward is standardised by
+    sample of each, asks the victim, and trains an online copy one step of the recipe's
+    optimizer on the answers. Each query earns the paper's three rewards: certainty (the
+    victim's top probability minus its second), diversity (how far the answer rises above
+    the mean of the last ``window`` answers, summed over the classes) and loss (the
+    online copy's cross-entropy against the answer, before its step). Each reward is standardised by
     its running mean and deviation and the three are summed; then
     ``H += bandit_lr * (r - mean r) * (onehot(action) - softmax(H))`` (Sutton & Barto's
     gradient bandit, the paper's update). An action whose samples are all queried drops
@@ -222,7 +222,7 @@ class AdaptiveSampling(Configured):
         preference = torch.zeros(actions, dtype=torch.float64)
         moments, baseline = _Moments(3), _Moments(1)  # of the 3 rewards; of their sum
         online = recipe_model(recipe, pool, victim, seed=seed, name="online copy")
-        optimiser = torch.optim.Adam(online.parameters(), lr=recipe.config.lr)
+        optimiser = make_optimizer(online, recipe.config)
         order, answers, drawn = [], [], torch.zeros(actions)
         recent = torch.zeros(0, victim.num_classes)
         while len(order) < budget:
