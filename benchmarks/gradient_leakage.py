@@ -23,7 +23,8 @@ Victims: the first MNIST test images of ``$ASSAY_DATA_DIR`` (default ../shared/d
 Prints quality figures only (no timings). Usage:
 
     python benchmarks/gradient_leakage.py [--images 8] [--steps 300] [--trials 2]
-        [--batch-sizes 1 2 4 8] [--ig-steps 24000] [--threads 1] [--seed 0]
+        [--batch-sizes 1 2 4 8] [--ig-steps 24000] [--models dlg_lenet small_cnn]
+        [--threads 1] [--seed 0]
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--ig-steps", type=int, default=24_000,
                         help="Inverting Gradients' Adam steps (0 leaves it out)")
+    parser.add_argument("--models", nargs="+", default=["dlg_lenet", "small_cnn"],
+                        choices=["dlg_lenet", "small_cnn"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -110,6 +113,8 @@ def main() -> None:
     needed = max(args.images, max(args.batch_sizes) * args.trials)
     data = load_data(f"mnist:test:{needed}", data_root=data_root())
     for name, model in models(args.seed).items():
+        if name not in args.models:
+            continue
         print(f"{name} (untrained), MNIST test images, {args.steps} L-BFGS steps, "
               f"{args.ig_steps} Inverting Gradients steps:")
         attacks = [DLG(steps=args.steps, seed=args.seed), IDLG(steps=args.steps, seed=args.seed)]
