@@ -3,8 +3,8 @@
 
 The trojaned model is ``benchmarks/poisoning.py``'s BadNets row: the zoo ``small_cnn``
 trained on all 60,000 MNIST training images, 10% poisoned by BadNets (3x3 checkerboard,
-bottom right, target 0), 3 epochs (Adam 1e-3, batch 128; ``--seed`` default 0 seeds the poisoned samples, the
-model, the clean images and the removal). The defender holds
+bottom right, target 0), 3 epochs (Adam 1e-3, batch 128; ``--seed``, default 0, seeds the
+poisoned samples, the model, the clean images and the removal). The defender holds
 ``--clean`` clean training images (default 6,000, a seeded tenth of the training split:
 Neural Cleanse's paper unlearns with 10% of the training data) and runs each method as
 ``assay harden backdoor --method M`` does (``BackdoorRemoval(M).train``, the CLI's
@@ -24,8 +24,8 @@ CA is on the 10,000 test images, ASR on the triggered test images of classes 1-9
 Neural Cleanse mitigation on MNIST, ASR 5.2% with CA down to 54%; BackdoorBench's NC on
 CIFAR-10 BadNets, CA/ASR 89.1/1.3.
 
-    python benchmarks/backdoor_removal.py [--clean 6000] [--epochs 10] [--lr 1e-3] [--seed 0] [--threads 2]
-        [--methods nc_unlearn,fine_pruning,anp,fine_tune]
+    python benchmarks/backdoor_removal.py [--clean 6000] [--epochs 10] [--lr 1e-3]
+        [--seed 0] [--threads 2] [--methods nc_unlearn,fine_pruning,anp,fine_tune]
 """
 
 from __future__ import annotations
