@@ -132,11 +132,13 @@ class ModelExtractionCheck(Check):
         largest = budgets[-1]
         attack = KnockoffNets(output=params["output"], batch_size=params["batch_size"])
         recipe = _recipe(ctx, params)
-        shares = None
+        shares: dict[str, float] = {}  # of the queries the bandit drew from each label
         if params["strategy"] == "adaptive" and pool is not None:  # one answer per query
             chosen = AdaptiveSampling().select(attack, ctx.model, pool, largest, recipe,
                                                seed=ctx.seed)
-            queries, answers, shares = pool.x[chosen.order], chosen.answers, chosen.shares
+            queries, answers = pool.x[chosen.order], chosen.answers
+            shares = {(pool.classes[k] if k < len(pool.classes) else str(k)): round(float(s), 4)
+                      for k, s in enumerate(chosen.shares)}
         else:
             if pool is None:
                 queries = noise_queries(params["query_data"], largest, ctx.data.input_shape,
@@ -176,10 +178,8 @@ class ModelExtractionCheck(Check):
         details = {"query_data": params["query_data"], "output": params["output"],
                    "strategy": params["strategy"], "recipe": recipe.describe(),
                    "evaluated": len(labels), "constant_fidelity": constant}
-        if shares is not None:  # the share of the queries the bandit drew from each label
-            details["queries_per_label"] = {
-                (pool.classes[k] if k < len(pool.classes) else str(k)): round(float(s), 4)
-                for k, s in enumerate(shares)}
+        if shares:
+            details["queries_per_label"] = shares
         # budgets span decades and the report's axes are linear: log10 of the budget
         x = [math.log10(b) for b in budgets]
         plot = Plot("Extraction: the copy against the query budget", "log10 queries",

@@ -223,7 +223,9 @@ class AdaptiveSampling(Configured):
         moments, baseline = _Moments(3), _Moments(1)  # of the 3 rewards; of their sum
         online = recipe_model(recipe, pool, victim, seed=seed, name="online copy")
         optimiser = make_optimizer(online, recipe.config)
-        order, answers, drawn = [], [], torch.zeros(actions)
+        order: list[int] = []
+        answers: list[Tensor] = []
+        drawn = torch.zeros(actions)
         recent = torch.zeros(0, victim.num_classes)
         while len(order) < budget:
             open_ = torch.tensor([next_free[a] < len(by_action[a]) for a in range(actions)])
