@@ -142,6 +142,9 @@ def accuracy(args) -> None:
             with torch.no_grad():
                 predicted = torch.cat([net(x).argmax(1) for x in test.x.split(1000)])
             scores.append(float((predicted == test.y).float().mean()))
+            if runs > 1:  # a full target takes many minutes: show each run as it ends
+                print(f"    epsilon {target:g} run {run}: {100 * scores[-1]:.2f}% in "
+                      f"{seconds[-1]:.0f} s", flush=True)
         g = result.guarantee
         theirs = RDPAccountant()
         theirs.history = [(g.noise_multiplier, g.sample_rate, g.steps)]
