@@ -241,6 +241,14 @@ def print_rows(rows: list[Row]) -> None:
         print(f"{attack:<16}{models:>8}{result.auc[0]:>7.3f}{cells}{secs:>9.1f}")
 
 
+def print_ratios(rows: list[Row], loss_tpr: float, baseline: str) -> None:
+    for attack, models, result, _ in rows:
+        tpr = result.tpr[0.001][0]
+        ratio = f"{tpr / loss_tpr:.2f}x" if loss_tpr > 0 else "-"
+        print(f"{attack} ({models}) TPR at 0.1% FPR over {baseline}: {ratio} "
+              f"({tpr:.4f} / {loss_tpr:.4f})")
+
+
 def population_lira(model: ModelWrapper, train: Dataset, recipe: dict,
                     args: argparse.Namespace) -> list[Row]:
     """Part 3: LiRA evaluated as its paper does. ``--lira-models`` models train with the
@@ -377,24 +385,15 @@ def main() -> None:
         print(f"part 2, RMIA offline (the paper's setting): {count} members, "
               f"{args.nonmembers} non-members, {args.offline_population} population z")
         print_rows(offline)
-        loss_tpr = max(row[2].tpr[0.001][0] for row in offline[:2])
-        for attack, models, result, _ in offline[2:]:
-            tpr = result.tpr[0.001][0]
-            ratio = f"{tpr / loss_tpr:.2f}x" if loss_tpr > 0 else "-"
-            print(f"{attack} ({models}) TPR at 0.1% FPR over the better loss row's: {ratio} "
-                  f"({tpr:.4f} / {loss_tpr:.4f})")
+        print_ratios(offline[2:], max(row[2].tpr[0.001][0] for row in offline[:2]),
+                     "the better loss row's")
 
     if args.lira_models:
         rows3 = population_lira(model, train, recipe, args)
         print(f"part 3, LiRA the paper's way: {args.lira_models} models on a pool of "
               f"{2 * count} images, each the target of the others, scores pooled")
         print_rows(rows3)
-        loss_tpr = rows3[0][2].tpr[0.001][0]
-        for attack, models, result, _ in rows3[1:]:
-            tpr = result.tpr[0.001][0]
-            ratio = f"{tpr / loss_tpr:.2f}x" if loss_tpr > 0 else "-"
-            print(f"{attack} ({models}) TPR at 0.1% FPR over the loss attack's: {ratio} "
-                  f"({tpr:.4f} / {loss_tpr:.4f})")
+        print_ratios(rows3[1:], rows3[0][2].tpr[0.001][0], "the loss attack's")
 
 
 if __name__ == "__main__":
