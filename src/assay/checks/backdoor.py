@@ -38,8 +38,8 @@ import torch
 from ..attacks.poisoning import BackdoorAttack, load_trigger
 from ..core.dataset import Dataset
 from ..core.images import gallery
-from ..defenses.backdoor import (POPULATION_LOGISTIC, MaxMargin, NeuralCleanse, TriggerScan,
-                                 load_logistic, trojan_verdict)
+from ..defenses.backdoor import (POPULATION_DATA, POPULATION_LOGISTIC, MaxMargin,
+                                 NeuralCleanse, TriggerScan, load_logistic, trojan_verdict)
 from ..defenses.backdoor.max_margin import MarginScan
 from ..errors import AssayValueError
 from ..results import MetricInfo
@@ -130,7 +130,8 @@ class BackdoorScanCheck(Check):
                         for name, v in zip(names, margin.margins.tolist(), strict=True)})
         findings = [_verdict_finding(verdict.probability, verdict.suspected_target, trigger,
                                      margin, names, params["threshold"])]
-        if verdict.suspected_target < 0 and not params["calibration"] and data.name != "mnist":
+        if (verdict.suspected_target < 0 and logistic is POPULATION_LOGISTIC
+                and data.name != POPULATION_DATA):
             findings.append(Finding("warn", "calibration_unvalidated", (
                 f"The trojan probability comes from a logistic fitted to MNIST models; "
                 f"{data.label} is not MNIST. On Fashion-MNIST models the same logistic "

@@ -17,10 +17,10 @@ from .neural_cleanse import NeuralCleanse, TriggerScan
 from .scan import PoisonScan
 from .spectral import SpectralSignatures
 from .strip import STRIP, STRIPDetector
-from .verdict import (POPULATION_LOGISTIC, TrojanLogistic, TrojanVerdict, evidence, evidence_of,
-                      load_logistic, trojan_verdict)
+from .verdict import (POPULATION_DATA, POPULATION_LOGISTIC, TrojanLogistic, TrojanVerdict,
+                      evidence, evidence_of, load_logistic, trojan_verdict)
 
 __all__ = ["ActivationClustering", "MarginScan", "MaxMargin", "NeuralCleanse",
-           "POPULATION_LOGISTIC", "PoisonScan", "STRIP", "STRIPDetector", "SpectralSignatures",
-           "TriggerScan", "TrojanLogistic", "TrojanVerdict", "evidence", "evidence_of",
-           "load_logistic", "margin_p_value", "trojan_verdict"]
+           "POPULATION_DATA", "POPULATION_LOGISTIC", "PoisonScan", "STRIP", "STRIPDetector",
+           "SpectralSignatures", "TriggerScan", "TrojanLogistic", "TrojanVerdict", "evidence",
+           "evidence_of", "load_logistic", "margin_p_value", "trojan_verdict"]

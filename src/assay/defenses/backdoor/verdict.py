@@ -98,6 +98,9 @@ def load_logistic(path: str | Path) -> TrojanLogistic:
 
 # fitted by benchmarks/backdoor_scan.py --fit to its 24 MNIST models (docs/benchmarks.md)
 POPULATION_LOGISTIC = TrojanLogistic(bias=-6.2267, weights=(0.9015, 0.9815))
+#: The data set (``Dataset.name``) of the models POPULATION_LOGISTIC was fitted and held
+#: out on; off it, its clean verdicts are unvalidated.
+POPULATION_DATA = "mnist"
 
 
 @dataclass(frozen=True)
